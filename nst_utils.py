@@ -178,6 +178,7 @@ def download_vgg_model(dest=None, url=VGG_URL, sha256=VGG_SHA256, retries=3, tim
     address and its certificate fails, the plain-http address is tried (the checksum guarantees
     the bytes either way). Raises DownloadError with a one-line message on failure.
     """
+    import http.client
     import ssl
     import urllib.error
 
@@ -205,7 +206,8 @@ def download_vgg_model(dest=None, url=VGG_URL, sha256=VGG_SHA256, retries=3, tim
                 last_error = 'TLS error: %s' % error.reason
                 continue
             last_error = str(error.reason)
-        except (OSError, ValueError) as error:  # timeouts, resets, short reads
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            # timeouts, resets, short reads, a chunked transfer cut off (IncompleteRead)
             last_error = str(error) or type(error).__name__
         if attempt < retries:
             time.sleep(min(2 ** attempt, 10))
