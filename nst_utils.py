@@ -277,7 +277,7 @@ def read_vgg_weights(path, layers=VGG19_CONV_LAYERS):
         record = _layer_record(cells[0, index])
         if record is not None:
             records[index] = record
-    names_in_file = [_field_text(r, 'name') for r in records.values()]
+    names_in_file = [_field_text(records.get(i), 'name') for i in range(cells.shape[1])]
 
     weights = {}
     for name in layers:
@@ -291,6 +291,11 @@ def read_vgg_weights(path, layers=VGG19_CONV_LAYERS):
             raise WeightsError('%s: layer %d should be %r but %s%s; not the MatConvNet VGG-19 file'
                                % (path, index, name, where, hint))
         weights[name] = _conv_weights(path, name, record)
+    if set(layers) >= set(VGG19_CONV_LAYERS):
+        try:
+            check_vgg_weights(weights)
+        except WeightsError as error:
+            raise WeightsError('%s: %s' % (path, error)) from None
     return weights
 
 

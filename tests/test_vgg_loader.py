@@ -395,9 +395,6 @@ def test_removed_layer_names_where_the_expected_one_is(tmp_path):
     assert_one_line_naming(info.value, path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'nst_utils bug: the "is at index N" hint counts only struct cells (names_in_file is a list '
-    'of records), so a non-struct cell earlier in "layers" shifts the reported index'))
 def test_index_hint_counts_non_struct_cells(tmp_path):
     def edit(layers):
         layers = list(layers)
@@ -447,9 +444,6 @@ def test_kernel_with_wrong_input_channels_is_caught_by_the_loader(tmp_path):
     assert '\n' not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nst_utils bug: check_vgg_weights' message (raised from build_vgg_graph via "
-    'load_vgg_model) does not name the weights file'))
 def test_kernel_with_wrong_input_channels_names_the_file(tmp_path):
     path = write(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
         ls, 'conv2_1', shape=(3, 3, TINY[0] + 1, TINY[1])))

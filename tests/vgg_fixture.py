@@ -300,7 +300,7 @@ def replace_kernel(layers, name, kernel=None, shape=None, bias=None, seed=1):
     if kernel is None:
         kernel = random_kernel(np.random.default_rng(seed), shape)
     index = layer_index(layers, name)
-    old_kernel, old_bias = struct_fields(layers[index])['weights'].reshape(-1)
+    _, old_bias = struct_fields(layers[index])['weights'].reshape(-1)
     return replace_field(layers, name, 'weights',
                          make_cell([kernel, old_bias if bias is None else bias]))
 
