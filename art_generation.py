@@ -168,7 +168,8 @@ class StyleTransfer(NamedTuple):
 
 def build_style_transfer(sess, weights, content_image, style_images, *, blend_weights=None,
                          content_layer=CONTENT_LAYER, style_layers=STYLE_LAYERS, alpha=10,
-                         beta=40, tv_weight=0.0, learning_rate=2.0, pooling='avg'):
+                         beta=40, tv_weight=0.0, learning_rate=2.0, pooling='avg',
+                         precision='float32'):
     """Build the VGG graph and the costs of the course's flow in sess.graph.
 
     content_image, style_images[k]: (1, H, W, 3) mean-subtracted, all of one size.
@@ -178,7 +179,7 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     tf = nst_utils.import_tf()
 
     _, height, width, _ = content_image.shape
-    model = nst_utils.build_vgg_graph(weights, height, width, pooling)
+    model = nst_utils.build_vgg_graph(weights, height, width, pooling, precision)
     if blend_weights is None:
         blend_weights = [1.0 / len(style_images)] * len(style_images)
 
@@ -501,6 +502,9 @@ def build_parser():
                             '(default: conv1_1 ... conv5_1 at 0.2 each)')
     model.add_argument('--pooling', choices=('avg', 'max'), default='avg',
                        help='pooling between the conv blocks (the course uses average)')
+    model.add_argument('--precision', choices=('float32', 'bfloat16'), default='float32',
+                       help='bfloat16: convolutions in bfloat16, Gram matrices and costs in '
+                            'float32 (needs a CPU with AVX512_BF16 or AMX; else float32)')
 
     cost = parser.add_argument_group('cost and optimisation')
     cost.add_argument('--alpha', type=non_negative_float, default=10.0,
@@ -638,6 +642,12 @@ def run(options):
     weights_path = ensure_weights(options)
     weights = nst_utils.read_vgg_weights(weights_path)
 
+    precision = options.precision
+    if precision == 'bfloat16' and not nst_utils.bfloat16_supported():
+        print('--precision bfloat16: this CPU has no AVX512_BF16 or AMX-BF16; using float32',
+              file=sys.stderr)
+        precision = 'float32'
+
     tf = nst_utils.import_tf()
     if options.seed is not None:
         np.random.seed(options.seed)
@@ -659,7 +669,7 @@ def run(options):
             sess, weights, content_image, style_images, blend_weights=blend,
             content_layer=options.content_layer, style_layers=options.style_layers,
             alpha=options.alpha, beta=options.beta, tv_weight=options.tv_weight,
-            learning_rate=options.learning_rate, pooling=options.pooling)
+            learning_rate=options.learning_rate, pooling=options.pooling, precision=precision)
         del weights  # the graph holds its own copy
         result = optimise(sess, nst, input_image, options.iterations,
                           optimizer=options.optimizer, output_dir=options.output_dir,

@@ -76,13 +76,43 @@ class DownloadError(NSTError):
 
 
 def import_tf():
-    """Import tensorflow.compat.v1 in TF1 graph mode, with TensorFlow's start-up log silenced."""
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # must be set before the import
+    """Import tensorflow.compat.v1 in TF1 graph mode, with TensorFlow's start-up log silenced.
+
+    Set TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's own log again.
+    """
+    if 'tensorflow' not in sys.modules:
+        os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+        quiet = os.environ['TF_CPP_MIN_LOG_LEVEL'] == '3'
+        # Some C++ start-up lines are printed before TensorFlow reads TF_CPP_MIN_LOG_LEVEL,
+        # so stderr itself is muted for the import (Python exceptions still propagate).
+        with _muted_stderr(quiet):
+            import tensorflow
+        tensorflow.get_logger().setLevel('ERROR')  # deprecation notices of compat.v1
     import tensorflow.compat.v1 as tf
     if tf.executing_eagerly():
         tf.disable_v2_behavior()
-    tf.logging.set_verbosity(tf.logging.ERROR)
     return tf
+
+
+class _muted_stderr:
+    """Point file descriptor 2 at /dev/null for the duration of a with block."""
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled
+
+    def __enter__(self):
+        if self.enabled:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,52 +390,73 @@ def check_vgg_weights(weights):
 # The VGG graph
 # ----------------------------------------------------------------------------------------------
 
-def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg'):
+def bfloat16_supported():
+    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+
+def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
+                    precision='float32'):
     """Build the course's VGG-19 graph in the default tf.compat.v1 graph.
 
     weights: {name: (W, b)} from read_vgg_weights.
     Returns a dict: 'input' a tf.Variable (1, image_height, image_width, 3) float32; conv1_1 ...
     conv5_4 = relu(conv2d(x, W, SAME) + b); avgpool1 ... avgpool5 = 2x2 stride-2 SAME pooling
     (average, as the course; 'max' gives the file's own pooling under the same keys).
+    precision='bfloat16' runs the convolutions and pools in bfloat16; the dict's tensors are
+    still float32, so the costs built on them stay in float32.
     """
     tf = import_tf()
 
     if pooling not in ('avg', 'max'):
         raise ValueError("pooling must be 'avg' or 'max', not %r" % (pooling,))
+    if precision not in ('float32', 'bfloat16'):
+        raise ValueError("precision must be 'float32' or 'bfloat16', not %r" % (precision,))
     check_vgg_weights(weights)
     image_height = image_height or CONFIG.IMAGE_HEIGHT
     image_width = image_width or CONFIG.IMAGE_WIDTH
     pool = tf.nn.avg_pool if pooling == 'avg' else tf.nn.max_pool
+    compute_dtype = tf.bfloat16 if precision == 'bfloat16' else tf.float32
+
+    def exposed(tensor):
+        # The costs read float32; the cast runs only for the layers a cost uses.
+        return tensor if tensor.dtype == tf.float32 else tf.cast(tensor, tf.float32)
 
     graph = {}
     graph['input'] = tf.Variable(np.zeros((1, image_height, image_width, CONFIG.COLOR_CHANNELS)),
                                  dtype='float32', name='input')
-    current = graph['input']
+    current = tf.cast(graph['input'], compute_dtype)
     for name in VGG19_LAYERS[:37]:
         if name.startswith('conv'):
             kernel, bias = weights[name]
             with tf.name_scope(name):
+                kernel = tf.cast(tf.constant(kernel, name='W'), compute_dtype)
+                bias = tf.cast(tf.constant(bias, name='b'), compute_dtype)
                 current = tf.nn.relu(
-                    tf.nn.conv2d(current, tf.constant(kernel, name='W'),
-                                 strides=[1, 1, 1, 1], padding='SAME')
-                    + tf.constant(bias, name='b'))
-            graph[name] = current
+                    tf.nn.conv2d(current, kernel, strides=[1, 1, 1, 1], padding='SAME') + bias)
+            graph[name] = exposed(current)
         elif name.startswith('pool'):
             key = 'avg' + name
             current = pool(current, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding='SAME',
                            name=key)
-            graph[key] = current
+            graph[key] = exposed(current)
     return graph
 
 
-def load_vgg_model(path=None, image_height=None, image_width=None, pooling='avg'):
+def load_vgg_model(path=None, image_height=None, image_width=None, pooling='avg',
+                   precision='float32'):
     """The course's loader: read the MatConvNet file at path and build the VGG graph.
 
     At the default 300x400: conv4_2 is (1, 38, 50, 512), avgpool4 (1, 19, 25, 512),
     avgpool5 (1, 10, 13, 512).
     """
     weights = read_vgg_weights(path or CONFIG.VGG_MODEL)
-    return build_vgg_graph(weights, image_height, image_width, pooling)
+    return build_vgg_graph(weights, image_height, image_width, pooling, precision)
 
 
 # ----------------------------------------------------------------------------------------------
