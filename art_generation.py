@@ -74,7 +74,24 @@ def unrolled_gram(activations):
 
     m, n_H, n_W, n_C = activations.get_shape().as_list()
     unrolled = tf.reshape(activations, [n_H * n_W, n_C])  # (1, n_H, n_W, n_C) -> (n_H*n_W, n_C)
-    return tf.matmul(unrolled, unrolled, transpose_a=True)
+    return _symmetric_gram(unrolled)
+
+
+def _symmetric_gram(unrolled):
+    """unrolled^T unrolled for (n_H*n_W, n_C) input, with a one-matmul gradient.
+
+    Autodiff would differentiate each side of the product separately (two (n_H*n_W, n_C) matmuls
+    and their sum); since G = A^T A, dJ/dA = A (dG + dG^T) is a single matmul.
+    """
+    import tensorflow.compat.v1 as tf
+
+    @tf.custom_gradient
+    def gram(a):
+        def gradient(d_gram):
+            return tf.matmul(a, d_gram + tf.transpose(d_gram))  # (n_H*n_W, n_C) @ (n_C, n_C)
+        return tf.matmul(a, a, transpose_a=True), gradient
+
+    return gram(unrolled)
 
 
 def layer_style_cost_from_gram(GS, a_G):
@@ -158,12 +175,13 @@ def total_variation_cost(image):
 class StyleTransfer(NamedTuple):
     """What the optimisation loop needs of a built graph."""
     model: dict
-    J: object          # scalar tensors ...
+    J: object             # scalar tensors ...
     J_content: object
     J_style: object
     J_tv: object
-    train_step: object  # the Adam update op
-    gradient: object    # dJ/d(input), for L-BFGS
+    train_step: object    # the Adam update op
+    stepped_input: object  # the input read after train_step: fetching it runs one step
+    gradient: object      # dJ/d(input), for L-BFGS
 
 
 def build_style_transfer(sess, weights, content_image, style_images, *, blend_weights=None,
@@ -203,8 +221,10 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
         J = J + tv_weight * J_tv
     optimizer = tf.train.AdamOptimizer(learning_rate)
     train_step = optimizer.minimize(J, var_list=[model['input']])
+    with tf.control_dependencies([train_step]):
+        stepped_input = tf.identity(model['input'])
     gradient = tf.gradients(J, model['input'])[0]
-    nst = StyleTransfer(model, J, J_content, J_style, J_tv, train_step, gradient)
+    nst = StyleTransfer(model, J, J_content, J_style, J_tv, train_step, stepped_input, gradient)
     # model_nn(sess, input_image) finds the graph here, as the notebook finds its globals.
     tf.add_to_collection('style_transfer', nst)
     return nst
@@ -317,6 +337,7 @@ class _LoopState:
             self.bar.write('Iteration ' + str(i) + ' :\ntotal cost = ' + str(Jt)
                            + '\ncontent cost = ' + str(Jc) + '\nstyle cost = ' + str(Js),
                            file=sys.stdout)
+            sys.stdout.flush()  # visible at once when piped (block-buffered), as print in Jupyter
         if self.save_every and i % self.save_every == 0:
             self.save(os.path.join(self.output_dir, str(i) + '.png'), image)
         return True
@@ -330,11 +351,11 @@ class _LoopState:
 
 def _run_adam(state, stop):
     nst, sess = state.nst, state.sess
-    fetches = [nst.train_step, nst.J, nst.J_content, nst.J_style]
+    # One session run per iteration: the step, the image after it, and the costs of the image
+    # before it (free: the step computes them anyway).
+    fetches = [nst.stepped_input, nst.J, nst.J_content, nst.J_style]
     for i in range(state.bar.total):
-        # The costs fetched with the step are those of the image before it: free to compute.
-        _, Jt, Jc, Js = sess.run(fetches)
-        image = sess.run(nst.model['input'])
+        image, Jt, Jc, Js = sess.run(fetches)
         if not state.after_iteration(i, image, (Jt, Jc, Js)) or stop.requested:
             break
 
@@ -464,12 +485,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, '%s: error: %s (see --help)\n' % (self.prog, message))
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: a help text that already says its default (in words,
+    e.g. 'default: equal') is not followed by a second, raw '(default: None)'."""
+
+    def _get_help_string(self, action):
+        if '(default:' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     parser = _Parser(
         prog='art_generation.py',
         description='Neural style transfer (Gatys et al.) with VGG-19, as in the deeplearning.ai '
                     'assignment. With no options: the course run on the default images.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     images = parser.add_argument_group('images')
     images.add_argument('--content', default=CONFIG.CONTENT_IMAGE, metavar='PATH',
                         help='content photo')

@@ -180,3 +180,22 @@ def test_cost_functions_do_not_touch_a_session():
         ag.compute_layer_style_cost(np.zeros((1, 2, 2, 3), np.float32), a)
         assert tf.get_default_session() is None
         assert graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES) == []
+
+
+@pytest.mark.parametrize('shape', [(1, 3, 5, 2), (1, 38, 50, 64)], ids=['3x5x2', '38x50x64'])
+def test_style_cost_gradient_matches_numpy(shape):
+    """The Gram matrix has a hand-written gradient (one matmul); check it against the
+    analytic float64 gradient dJ/dA = 4 c A (G_G - G_S), c = 1 / (4 n_C^2 (n_H n_W)^2)."""
+    rng = np.random.default_rng(7)
+    a_S = rng.normal(size=shape).astype(np.float32)
+    a_G = rng.normal(size=shape).astype(np.float32)
+    _, n_H, n_W, n_C = shape
+    S = a_S.astype(np.float64).reshape(n_H * n_W, n_C)
+    A = a_G.astype(np.float64).reshape(n_H * n_W, n_C)
+    c = 1.0 / (4.0 * n_C ** 2 * (n_H * n_W) ** 2)
+    expected = (4 * c * A @ (A.T @ A - S.T @ S)).reshape(shape)
+    with tf.Graph().as_default():
+        a_G_t = tf.constant(a_G)
+        gradient = tf.gradients(ag.compute_layer_style_cost(a_S, a_G_t), a_G_t)[0]
+        actual = run(gradient)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())

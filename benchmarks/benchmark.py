@@ -1,0 +1,463 @@
+"""Speed benchmark of the style transfer (issue 4): time per iteration, GFLOP/s against this
+machine's matmul peak, start-up time, peak memory, and the bfloat16 mode.
+
+What it runs: the project's own code path (nst_utils.read_vgg_weights,
+art_generation.build_style_transfer, then the per-iteration work of art_generation's Adam loop)
+on the course's problem at 400x300: the repo's content and style images and a full-width VGG-19
+in the MatConvNet layout with random weights (see benchmark_problem.py; the weight files are
+written once into a git-ignored cache folder).
+
+What it prints:
+- the minimal work of one iteration, computed from the layer shapes of the built graph: the
+  forward convolutions up to the deepest layer the cost uses (conv5_1) plus the gradient with
+  respect to the input back through them (2 FLOPs per multiply-add), about 174 GFLOP;
+- per precision: median seconds per iteration over the timed iterations after warm-up, and
+  the achieved GFLOP/s;
+- this machine's fp32 matmul peak (TensorFlow, tf.compat.v1 graph, best of several sizes) and
+  the ratio achieved / peak;
+- start-up time beyond `import tensorflow`: from just after that import to the end of the first
+  training iteration, reading the real-size (575 MB) weight file;
+- peak resident memory (ru_maxrss) of that run;
+- with --precision both: the bfloat16 speed-up, and with --quality the cost after 200
+  iterations of each precision from the same initial image;
+- a table of the figures next to the targets of issue 4.
+
+Each precision is measured in a fresh Python process (this script with --worker), so start-up is
+cold in-process and the memory figure is that of one realistic run, not of this process (which
+also runs the matmul peak test).
+
+Run (from the repo root; a few minutes, the first run also writes about 655 MB of weight files):
+
+    python benchmarks/benchmark.py                          # fp32
+    python benchmarks/benchmark.py --precision both         # fp32 and bf16, speed-up
+    python benchmarks/benchmark.py --precision both --quality --json bench.json
+                                                            # + cost after 200 iterations (long)
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import benchmark_problem as problem
+from benchmark_problem import art_generation, nst_utils
+
+# Targets of issue 4 (on 2-core machines at 400x300).
+TARGET_PEAK_RATIO = 0.85     # fp32 achieved GFLOP/s / matmul peak
+TARGET_RSS_BYTES = 1.2e9     # peak resident memory
+TARGET_STARTUP_S = 3.0       # beyond `import tensorflow`, real-size file
+TARGET_BF16_SPEEDUP = 1.7    # fp32 time / bf16 time
+TARGET_BF16_COST = 0.02      # relative difference of the cost after 200 iterations
+PYTORCH_SECONDS = (1.1, 1.3)  # a PyTorch loop with the same costs, per iteration (issue 4)
+
+MATMUL_SIZES = (2048, 3072, 4096)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. The minimal work of one iteration
+# ----------------------------------------------------------------------------------------------
+
+def deepest_cost_layer(content_layer=art_generation.CONTENT_LAYER,
+                       style_layers=art_generation.STYLE_LAYERS):
+    """The deepest layer the cost reads (conv5_1 for the course): nothing after it is needed."""
+    names = [content_layer] + [name for name, _ in style_layers]
+    return max(names, key=nst_utils.VGG19_LAYERS.index)
+
+
+def work_per_iteration(conv_shapes, deepest):
+    """FLOPs of one iteration, layer by layer, from the shapes of the built graph.
+
+    conv_shapes: [(name, (H, W) of the output map, (kh, kw, in, out) kernel), ...] in order.
+    A SAME stride-1 convolution has its output map's size at its input, so it does
+    H W kh kw in out multiply-adds; the gradient with respect to its input (backward-data)
+    does as many. Every conv up to `deepest` runs forward, and the gradient goes back through
+    all of them to the image (conv1_1's backward-data included; no gradient for the weights).
+    Returns [(name, (H, W), kernel, forward FLOPs, backward-data FLOPs), ...].
+    """
+    rows = []
+    last = nst_utils.VGG19_LAYERS.index(deepest)
+    for name, (height, width), kernel in conv_shapes:
+        if nst_utils.VGG19_LAYERS.index(name) > last:
+            continue
+        multiply_adds = height * width * int(np.prod(kernel))
+        rows.append((name, (height, width), tuple(kernel), 2 * multiply_adds, 2 * multiply_adds))
+    return rows
+
+
+def print_work(rows):
+    print('Minimal work per iteration (2 FLOPs per multiply-add):')
+    print('  %-8s %-9s %-16s %10s %15s' % ('layer', 'map', 'kernel', 'forward', 'backward-data'))
+    for name, (height, width), kernel, forward, backward in rows:
+        print('  %-8s %-9s %-16s %9.2fG %14.2fG' % (name, '%dx%d' % (height, width),
+                                                   'x'.join(map(str, kernel)), forward / 1e9,
+                                                   backward / 1e9))
+    forward = sum(r[3] for r in rows)
+    backward = sum(r[4] for r in rows)
+    print('  %-35s %9.2fG %14.2fG   = %.1f GFLOP' % ('total', forward / 1e9, backward / 1e9,
+                                                    (forward + backward) / 1e9))
+    return forward + backward
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. One run, in a fresh process
+# ----------------------------------------------------------------------------------------------
+
+def adam_iteration(sess, nst):
+    """One iteration of art_generation's Adam loop (_run_adam): the update with the costs of
+    the image before it, then the new image fetched for the history and saving.
+    Returns (seconds of the update, seconds of the image fetch)."""
+    start = time.perf_counter()
+    sess.run([nst.train_step, nst.J, nst.J_content, nst.J_style])
+    middle = time.perf_counter()
+    sess.run(nst.model['input'])
+    return middle - start, time.perf_counter() - middle
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def run_worker(spec):
+    """Measure one precision in this (fresh) process; returns a dict of plain numbers.
+
+    spec: weights, precision, width, height, seed, warmup, iterations, quality_iterations,
+    save_final (a .npy path for the final image, or None), evaluate (.npy images to cost).
+    """
+    import tensorflow  # noqa: F401  Not timed: start-up is measured beyond this import.
+
+    start = time.perf_counter()
+    stages = {}
+
+    def stage(name):
+        stages[name] = time.perf_counter() - start
+
+    tf = nst_utils.import_tf()
+    weights = nst_utils.read_vgg_weights(spec['weights'])
+    stage('read weights')
+    content_image, style_image = problem.load_images(spec['width'], spec['height'])
+    x0 = problem.initial_image(content_image, spec['seed'])
+    stage('read images')
+    result = {'precision': spec['precision']}
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = problem.build(sess, weights, content_image, style_image, spec['precision'])
+        result['conv_shapes'] = [
+            (name, nst.model[name].get_shape().as_list()[1:3], list(weights[name][0].shape))
+            for name in nst_utils.VGG19_CONV_LAYERS if name in nst.model]
+        del weights  # as art_generation.run does: the graph holds its own copy
+        stage('build graph')
+        # What optimise() does before its loop.
+        sess.run(tf.global_variables_initializer())
+        nst.model['input'].load(x0, sess)
+        stage('initialise')
+        adam_iteration(sess, nst)
+        stage('first iteration')
+        result['startup_s'] = stages['first iteration']
+        result['startup_stages'] = stages
+
+        for _ in range(spec['warmup']):
+            adam_iteration(sess, nst)
+        timings = [adam_iteration(sess, nst) for _ in range(spec['iterations'])]
+        result['iteration_s'] = [step + fetch for step, fetch in timings]
+        result['image_fetch_s'] = [fetch for _, fetch in timings]
+        result['peak_rss_after_timing'] = peak_rss_bytes()
+
+        if spec['quality_iterations']:
+            result['quality'] = quality_run(sess, nst, x0, spec)
+        result['evaluated'] = [problem.evaluate_costs(sess, nst, np.load(path))
+                               for path in spec['evaluate']]
+    result['peak_rss_bytes'] = peak_rss_bytes()
+    return result
+
+
+def quality_run(sess, nst, x0, spec):
+    """The course's loop (art_generation.optimise) for quality_iterations from x0; the costs of
+    the final image. It restarts from x0 with fresh Adam state (optimise initialises)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as output_dir:
+        run = art_generation.optimise(sess, nst, x0, spec['quality_iterations'],
+                                      output_dir=output_dir, save_every=0, print_every=0,
+                                      progress=False)
+    seconds = time.perf_counter() - start
+    if spec['save_final']:
+        np.save(spec['save_final'], run.image)
+    return {'iterations': run.iterations, 'diverged': run.diverged, 'seconds': seconds,
+            'costs': problem.evaluate_costs(sess, nst, run.image)}
+
+
+def measure(spec):
+    """Run run_worker(spec) in a fresh Python process; returns its dict."""
+    command = [sys.executable, os.path.abspath(__file__), '--worker', json.dumps(spec)]
+    env = dict(os.environ)
+    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # quiet TensorFlow's own start-up log
+    process = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in process.stdout.splitlines() if line.startswith('RESULT ')]
+    if process.returncode != 0 or not lines:
+        sys.stderr.write(process.stderr[-5000:])
+        raise SystemExit('the %s measurement failed (exit code %d)'
+                         % (spec['precision'], process.returncode))
+    return json.loads(lines[-1][len('RESULT '):])
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. This machine's fp32 matmul peak
+# ----------------------------------------------------------------------------------------------
+
+def matmul_peak(sizes=MATMUL_SIZES, repeats=5):
+    """GFLOP/s of TensorFlow fp32 matmuls (tf.compat.v1 graph), best of `repeats` per size.
+
+    The operands are variables (no constant folding) and only the op is run (no copy of the
+    result), so the time is that of the matmul. Returns {size: GFLOP/s}.
+    """
+    tf = nst_utils.import_tf()
+    rates = {}
+    for n in sizes:
+        with tf.Graph().as_default(), tf.Session() as sess:
+            a = tf.Variable(tf.random.uniform((n, n), dtype=tf.float32))
+            b = tf.Variable(tf.random.uniform((n, n), dtype=tf.float32))
+            product = tf.matmul(a, b).op
+            sess.run(tf.global_variables_initializer())
+            sess.run(product)  # warm-up
+            best = float('inf')
+            for _ in range(repeats):
+                begin = time.perf_counter()
+                sess.run(product)
+                best = min(best, time.perf_counter() - begin)
+        rates[n] = 2.0 * n ** 3 / best / 1e9
+    return rates
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The machine and the report
+# ----------------------------------------------------------------------------------------------
+
+def machine():
+    info = {'cpu': platform.processor() or platform.machine(), 'flags': set()}
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name':
+                    info['cpu'] = value.strip()
+                elif key.strip() == 'flags':
+                    info['flags'] = set(value.split())
+    except OSError:
+        pass
+    import tensorflow
+    return {'cpu': info['cpu'], 'logical_cpus': os.cpu_count(),
+            'usable_cpus': len(os.sched_getaffinity(0)),
+            'avx512f': 'avx512f' in info['flags'],
+            'bf16': nst_utils.bfloat16_supported(),
+            'tensorflow': tensorflow.__version__, 'python': platform.python_version()}
+
+
+def relative(a, b):
+    return abs(a - b) / abs(b)
+
+
+def print_table(rows):
+    """rows: (figure, value text, target text, verdict or '')."""
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    for row in rows:
+        print('  %-*s  %-*s  %-*s  %s' % (widths[0], row[0], widths[1], row[1], widths[2],
+                                           row[2], row[3]))
+
+
+def verdict(ok):
+    return 'ok' if ok else 'MISSED'
+
+
+def report(args, info, results, rates, flops):
+    """The final table: each figure next to its target from issue 4."""
+    peak = max(rates.values())
+    gb = 1e9
+    print()
+    print('Machine: %s, %d logical CPUs (%d usable), AVX-512 %s, AVX512_BF16/AMX %s; '
+          'TensorFlow %s, Python %s' % (
+              info['cpu'], info['logical_cpus'], info['usable_cpus'],
+              'yes' if info['avx512f'] else 'no', 'yes' if info['bf16'] else 'no',
+              info['tensorflow'], info['python']))
+    print('Problem: VGG-19 full width (random weights), %dx%d, Adam 2.0; %d timed iterations '
+          'after %d warm-up; weights file %s' % (
+              args.width, args.height, args.iterations, args.warmup,
+              'conv-only (--skip-startup)' if args.skip_startup else 'real-size (575 MB)'))
+    rows = [('figure', 'value', 'target (issue 4)', '')]
+    fp32, bf16 = results.get('float32'), results.get('bfloat16')
+    for precision, run in (('fp32', fp32), ('bf16', bf16)):
+        if run is None:
+            continue
+        seconds = float(np.median(run['iteration_s']))
+        achieved = flops / seconds / 1e9
+        rows.append(('%s s/iteration (median, min-max)' % precision,
+                     '%.3f s (%.3f-%.3f)' % (seconds, min(run['iteration_s']),
+                                             max(run['iteration_s'])),
+                     'PyTorch %.1f-%.1f s: beat clearly' % PYTORCH_SECONDS
+                     if precision == 'fp32' else '',
+                     verdict(seconds < PYTORCH_SECONDS[0]) if precision == 'fp32' else ''))
+        rows.append(('  of which image fetch (median)',
+                     '%.4f s' % float(np.median(run['image_fetch_s'])), '', ''))
+        rows.append(('%s achieved' % precision, '%.1f GFLOP/s' % achieved,
+                     '(%.1f GFLOP / iteration)' % (flops / 1e9), ''))
+        if precision == 'fp32':
+            rows.append(('fp32 matmul peak (TF, best of %s)'
+                         % '/'.join(str(n) for n in sorted(rates)),
+                         '%.1f GFLOP/s' % peak, '', ''))
+            rows.append(('fp32 achieved / matmul peak', '%.0f %%' % (100 * achieved / peak),
+                         '>= %.0f %%' % (100 * TARGET_PEAK_RATIO),
+                         verdict(achieved / peak >= TARGET_PEAK_RATIO)))
+    for precision, run in (('fp32', fp32), ('bf16', bf16)):
+        if run is None:
+            continue
+        target = precision == 'fp32' or fp32 is None
+        rows.append(('%s peak resident memory (ru_maxrss)' % precision,
+                     '%.2f GB' % (run['peak_rss_bytes'] / gb),
+                     '<= %.1f GB' % (TARGET_RSS_BYTES / gb) if target else '',
+                     verdict(run['peak_rss_bytes'] <= TARGET_RSS_BYTES) if target else ''))
+        if args.skip_startup:
+            continue
+        stages = run['startup_stages']
+        rows.append(('%s start-up beyond import tensorflow' % precision,
+                     '%.2f s' % run['startup_s'],
+                     '<= %.0f s' % TARGET_STARTUP_S if target else '',
+                     verdict(run['startup_s'] <= TARGET_STARTUP_S) if target else ''))
+        previous = 0.0
+        for name, at in stages.items():
+            rows.append(('  %s' % name, '%.2f s' % (at - previous), '', ''))
+            previous = at
+    if fp32 and bf16:
+        speedup = float(np.median(fp32['iteration_s'])) / float(np.median(bf16['iteration_s']))
+        rows.append(('bf16 speed-up over fp32', '%.2fx' % speedup,
+                     '>= %.1fx' % TARGET_BF16_SPEEDUP, verdict(speedup >= TARGET_BF16_SPEEDUP)))
+    for precision, run in (('fp32', fp32), ('bf16', bf16)):
+        if run is not None and 'quality' in run:
+            quality = run['quality']
+            rows.append(('%s cost J after %d iterations' % (precision, quality['iterations']),
+                         '%.6g' % quality['costs'][0],
+                         '(%.0f s for the run)' % quality['seconds'],
+                         'DIVERGED' if quality['diverged'] else ''))
+    if fp32 and bf16 and 'quality' in fp32 and 'quality' in bf16:
+        reference = fp32['quality']['costs'][0]
+        difference = relative(bf16['quality']['costs'][0], reference)
+        rows.append(('bf16 vs fp32 cost (each in its graph)', '%.2f %%' % (100 * difference),
+                     'within %.0f %%' % (100 * TARGET_BF16_COST),
+                     verdict(difference <= TARGET_BF16_COST)))
+        if fp32['evaluated']:
+            difference = relative(fp32['evaluated'][0][0], reference)
+            rows.append(('bf16 result costed in fp32 vs fp32', '%.2f %%' % (100 * difference),
+                         'within %.0f %%' % (100 * TARGET_BF16_COST),
+                         verdict(difference <= TARGET_BF16_COST)))
+    print_table(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Command line
+# ----------------------------------------------------------------------------------------------
+
+def at_least(minimum):
+    def parse(text):
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError('%s: must be at least %d' % (text, minimum))
+        return value
+    parse.__name__ = 'whole number'
+    return parse
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description='Benchmark one style-transfer iteration (issue 4): time, GFLOP/s against '
+                    'the fp32 matmul peak, start-up, peak memory, bfloat16.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--precision', choices=('float32', 'bfloat16', 'both'), default='float32')
+    parser.add_argument('--iterations', type=at_least(10), default=10,
+                        help='timed iterations (at least 10); the median is reported')
+    parser.add_argument('--warmup', type=at_least(0), default=3,
+                        help='untimed iterations after the first one')
+    parser.add_argument('--width', type=at_least(16), default=problem.WIDTH,
+                        help='image width; the height is 3/4 of it (400x300 is the course)')
+    parser.add_argument('--cache', default=problem.DEFAULT_CACHE, metavar='DIR',
+                        help='folder for the generated weight files (git-ignored by default)')
+    parser.add_argument('--skip-startup', action='store_true',
+                        help='use the conv-only weight file (no 575 MB file, no start-up '
+                             'figure; memory is then lower than a real run)')
+    parser.add_argument('--quality', action='store_true',
+                        help='also run --quality-iterations of the course loop per precision '
+                             'from the same start and compare the costs (minutes)')
+    parser.add_argument('--quality-iterations', type=at_least(1), default=200)
+    parser.add_argument('--seed', type=at_least(0), default=problem.SEED,
+                        help='seed of the initial noise')
+    parser.add_argument('--json', metavar='PATH', help='also write the numbers to this file')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    return parser
+
+
+def precisions_to_run(requested, bf16_supported):
+    precisions = ['float32', 'bfloat16'] if requested == 'both' else [requested]
+    if 'bfloat16' in precisions and not bf16_supported:
+        print('bfloat16: this CPU has no AVX512_BF16 or AMX-BF16, so the project falls back to '
+              'float32; bfloat16 is not measured', file=sys.stderr)
+        precisions = ['float32']
+    return precisions
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        print('RESULT ' + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        return 0
+    args.height = max(1, round(args.width * 3 / 4))
+    weights = problem.weights_file(args.cache, with_fc=not args.skip_startup)
+    precisions = precisions_to_run(args.precision, nst_utils.bfloat16_supported())
+
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        # bf16 first, so that the fp32 run can also cost the bf16 result in fp32.
+        for precision in sorted(precisions):
+            final = os.path.join(scratch, precision + '.npy')
+            spec = {'weights': weights, 'precision': precision, 'width': args.width,
+                    'height': args.height, 'seed': args.seed, 'warmup': args.warmup,
+                    'iterations': args.iterations,
+                    'quality_iterations': args.quality_iterations if args.quality else 0,
+                    'save_final': final if args.quality else None,
+                    'evaluate': [os.path.join(scratch, 'bfloat16.npy')]
+                    if precision == 'float32' and args.quality and 'bfloat16' in results
+                    else []}
+            print('Measuring %s in a fresh process (%d + %d iterations%s) ...'
+                  % (precision, 1 + args.warmup, args.iterations,
+                     ' + %d for the cost' % args.quality_iterations if args.quality else ''),
+                  file=sys.stderr, flush=True)
+            results[precision] = measure(spec)
+    print('Measuring the fp32 matmul peak ...', file=sys.stderr, flush=True)
+    rates = matmul_peak()
+    info = machine()
+
+    any_run = next(iter(results.values()))
+    work = work_per_iteration(any_run['conv_shapes'], deepest_cost_layer())
+    print('Problem size %dx%d; layers up to %s' % (args.width, args.height,
+                                                   deepest_cost_layer()))
+    flops = print_work(work)
+    print('fp32 matmul: ' + ', '.join('%d: %.1f GFLOP/s' % (n, r) for n, r in rates.items()))
+    report(args, info, results, rates, flops)
+
+    if args.json:
+        data = {'machine': info, 'options': {k: v for k, v in vars(args).items()
+                                             if k != 'worker'},
+                'flops_per_iteration': flops, 'matmul_gflops': rates, 'runs': results}
+        nst_utils.atomic_write(args.json, lambda temp: _write_json(temp, data))
+    return 0
+
+
+def _write_json(path, data):
+    with open(path, 'w') as f:
+        json.dump(data, f, indent=2)
+        f.write('\n')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
