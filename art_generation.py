@@ -197,7 +197,7 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     tf = nst_utils.import_tf()
 
     _, height, width, _ = content_image.shape
-    model = nst_utils.build_vgg_graph(weights, height, width, pooling, precision)
+    model = nst_utils.build_vgg_graph(weights, height, width, pooling, precision, sess=sess)
     if blend_weights is None:
         blend_weights = [1.0 / len(style_images)] * len(style_images)
 

@@ -400,8 +400,11 @@ def bfloat16_supported():
     return 'avx512_bf16' in flags or 'amx_bf16' in flags
 
 
+VGG_WEIGHTS_COLLECTION = 'vgg_weights'
+
+
 def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
-                    precision='float32'):
+                    precision='float32', sess=None):
     """Build the course's VGG-19 graph in the default tf.compat.v1 graph.
 
     weights: {name: (W, b)} from read_vgg_weights.
@@ -410,6 +413,12 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
     (average, as the course; 'max' gives the file's own pooling under the same keys).
     precision='bfloat16' runs the convolutions and pools in bfloat16; the dict's tensors are
     still float32, so the costs built on them stay in float32.
+
+    With a session (sess, or the default session of this graph, as in the notebook) the weights
+    are variables loaded into it once, kept out of GLOBAL_VARIABLES so that
+    global_variables_initializer() leaves them alone. Constants, as the course uses without a
+    session, would be copied into every executor the session builds: a style-transfer run
+    builds three (content, style, training), which costs about 80 MB each at full width.
     """
     tf = import_tf()
 
@@ -427,6 +436,23 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
         # The costs read float32; the cast runs only for the layers a cost uses.
         return tensor if tensor.dtype == tf.float32 else tf.cast(tensor, tf.float32)
 
+    if sess is None:
+        sess = tf.get_default_session()
+    if sess is not None and sess.graph is not tf.get_default_graph():
+        sess = None
+    to_load = {}  # initial-value tensor -> array, fed in one session run
+    created = []
+
+    def weight(value, name):
+        value = value.astype(compute_dtype.as_numpy_dtype)
+        if sess is None:
+            return tf.constant(value, name=name)
+        variable = tf.Variable(tf.zeros(value.shape, compute_dtype), trainable=False,
+                               collections=[VGG_WEIGHTS_COLLECTION], name=name)
+        to_load[variable.initial_value] = value
+        created.append(variable)
+        return variable
+
     graph = {}
     graph['input'] = tf.Variable(np.zeros((1, image_height, image_width, CONFIG.COLOR_CHANNELS)),
                                  dtype='float32', name='input')
@@ -434,9 +460,8 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
     for name in VGG19_LAYERS[:37]:
         if name.startswith('conv'):
             kernel, bias = weights[name]
-            with tf.name_scope(name):
-                kernel = tf.cast(tf.constant(kernel, name='W'), compute_dtype)
-                bias = tf.cast(tf.constant(bias, name='b'), compute_dtype)
+            with tf.variable_scope(name):
+                kernel, bias = weight(kernel, 'W'), weight(bias, 'b')
                 current = tf.nn.relu(
                     tf.nn.conv2d(current, kernel, strides=[1, 1, 1, 1], padding='SAME') + bias)
             graph[name] = exposed(current)
@@ -445,6 +470,8 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
             current = pool(current, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding='SAME',
                            name=key)
             graph[key] = exposed(current)
+    if to_load:
+        sess.run([v.initializer for v in created], feed_dict=to_load)
     return graph
 
 
