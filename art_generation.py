@@ -220,10 +220,11 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     if tv_weight:
         J = J + tv_weight * J_tv
     optimizer = tf.train.AdamOptimizer(learning_rate)
-    train_step = optimizer.minimize(J, var_list=[model['input']])
+    # minimize() in two halves, so that L-BFGS can use the same gradient tensor.
+    [(gradient, _)] = optimizer.compute_gradients(J, var_list=[model['input']])
+    train_step = optimizer.apply_gradients([(gradient, model['input'])])
     with tf.control_dependencies([train_step]):
         stepped_input = tf.identity(model['input'])
-    gradient = tf.gradients(J, model['input'])[0]
     nst = StyleTransfer(model, J, J_content, J_style, J_tv, train_step, stepped_input, gradient)
     # model_nn(sess, input_image) finds the graph here, as the notebook finds its globals.
     tf.add_to_collection('style_transfer', nst)
@@ -282,7 +283,9 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
     state = _LoopState(sess, nst, output_dir, save_every, print_every, postprocess,
                        num_iterations, progress)
     tf = nst_utils.import_tf()
-    sess.run(tf.global_variables_initializer())  # the input and Adam's moment estimates
+    with sess.graph.as_default():  # sess's graph, even when another graph is the default
+        initialise = tf.global_variables_initializer()  # the input and Adam's moments
+    sess.run(initialise)
     nst.model['input'].load(input_image, sess)
     state.last_image = np.asarray(input_image, dtype=np.float32)
     with stop:
@@ -313,6 +316,7 @@ class _LoopState:
         self.completed = 0
         self.diverged = False
         self.last_image = None
+        self.previous_image = None  # the last image before last_image
         self.bar = tqdm(total=num_iterations, unit='it', disable=not progress, file=sys.stderr,
                         dynamic_ncols=True, bar_format='{l_bar}{bar}| {n_fmt}/{total_fmt} '
                         '[{elapsed}<{remaining}, {rate_fmt}{postfix}]')
@@ -325,7 +329,9 @@ class _LoopState:
         of some recent image, used for the history and the progress bar."""
         if not all(math.isfinite(c) for c in costs) or not np.all(np.isfinite(image)):
             self.diverged = True
+            self._keep_last_finite()
             return False
+        self.previous_image = self.last_image
         self.last_image = image
         self.completed = i + 1
         self.history.append((i,) + tuple(float(c) for c in costs))
@@ -341,6 +347,20 @@ class _LoopState:
         if self.save_every and i % self.save_every == 0:
             self.save(os.path.join(self.output_dir, str(i) + '.png'), image)
         return True
+
+    def _keep_last_finite(self):
+        """On divergence, make last_image the last image whose cost is finite.
+
+        The non-finite costs may be those of last_image itself (Adam fetches the costs of the
+        image before its step), so its cost is evaluated; if it is not finite, the image before
+        it (whose costs were finite) is kept instead.
+        """
+        if self.last_image is None or self.previous_image is None:
+            return
+        self.nst.model['input'].load(self.last_image, self.sess)
+        if not all(math.isfinite(c) for c in self.costs()):
+            self.last_image = self.previous_image
+            self.completed -= 1
 
     def save(self, path, image):
         pixels = nst_utils.to_pixels(image)
@@ -418,6 +438,7 @@ def model_nn(sess, input_image, num_iterations=200, nst=None, output_dir=None):
 # ----------------------------------------------------------------------------------------------
 
 EXIT_USAGE, EXIT_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class UsageError(NSTError):
@@ -434,6 +455,9 @@ def _number(kind, minimum=None, strictly=False, name=None):
                 text, 'a whole number' if kind is int else 'a number')) from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError('%r is not finite' % text)
+        if kind is float and abs(value) > _FLOAT32_MAX:  # the graph computes in float32
+            raise argparse.ArgumentTypeError('%r is too large (float32 holds up to %.4g)'
+                                             % (text, _FLOAT32_MAX))
         if minimum is not None and (value <= minimum if strictly else value < minimum):
             raise argparse.ArgumentTypeError('%r must be %s %s' % (
                 text, 'greater than' if strictly else 'at least', minimum))
@@ -522,7 +546,9 @@ def build_parser():
 
     model = parser.add_argument_group('model')
     model.add_argument('--model', default=CONFIG.VGG_MODEL, metavar='PATH',
-                       help='MatConvNet imagenet-vgg-verydeep-19.mat (downloaded if missing)')
+                       help='MatConvNet imagenet-vgg-verydeep-19.mat (downloaded if missing, '
+                            'from the environment variable NST_VGG_URL if set, else %s; '
+                            'checked by SHA-256 either way)' % nst_utils.VGG_URL.replace('%', '%%'))
     model.add_argument('--no-download', action='store_true',
                        help='stop with a message instead of downloading missing weights')
     model.add_argument('--content-layer', type=parse_layer, default=CONTENT_LAYER,
@@ -595,16 +621,47 @@ def load_inputs(options):
 
     Returns (content, styles, initial) as (H, W, 3) uint8 arrays (initial may be None).
     """
+    return size_inputs(options, *read_inputs(options))
+
+
+def read_inputs(options):
+    """Decode the images as they are (any error before a download or a resize).
+
+    Returns (content, styles, initial) as (h, w, 3) uint8 arrays (initial may be None).
+    """
     content = nst_utils.read_image(options.content)
-    height = max(1, round(options.width * content.shape[0] / content.shape[1]))
-    content = nst_utils.resize_image(content, options.width, height)
-    styles = [nst_utils.fit_image(nst_utils.read_image(path), options.width, height)
-              for path in options.style]
-    initial = None
-    if options.initial:
-        initial = nst_utils.resize_image(nst_utils.read_image(options.initial),
-                                         options.width, height)
+    styles = [nst_utils.read_image(path) for path in options.style]
+    initial = nst_utils.read_image(options.initial) if options.initial else None
     return content, styles, initial
+
+
+def result_height(content, width):
+    """The height of the result: width times the content's aspect ratio, at least 1."""
+    return max(1, round(width * content.shape[0] / content.shape[1]))
+
+
+def size_inputs(options, content, styles, initial):
+    """Resize the content (and initial) to the result and fit the styles to it."""
+    height = result_height(content, options.width)
+    content = nst_utils.resize_image(content, options.width, height)
+    styles = [nst_utils.fit_image(style, options.width, height) for style in styles]
+    if initial is not None:
+        initial = nst_utils.resize_image(initial, options.width, height)
+    return content, styles, initial
+
+
+def check_memory(options, height, weights):
+    """Refuse, before anything is allocated, a run whose estimated peak memory is more than
+    the memory available (nst_utils.estimate_run_memory, nst_utils.available_memory)."""
+    needed = nst_utils.estimate_run_memory(height, options.width, nst_utils.vgg_widths(weights),
+                                           styles=len(options.style),
+                                           optimizer=options.optimizer)
+    available = nst_utils.available_memory()
+    if available is not None and needed > available:
+        raise UsageError('--width %d: a %dx%d result needs about %s of memory (estimated from '
+                         'the layer shapes) but %s is available; try a smaller --width'
+                         % (options.width, options.width, height, nst_utils.format_bytes(needed),
+                            nst_utils.format_bytes(available)))
 
 
 def ensure_weights(options):
@@ -612,17 +669,19 @@ def ensure_weights(options):
     path = options.model
     if os.path.exists(path):
         return path
+    url = os.environ.get('NST_VGG_URL') or nst_utils.VGG_URL  # a mirror; the SHA-256 still holds
     if options.no_download:
         raise UsageError('%s: weights file not found (--no-download); download %s '
-                         '(SHA-256 %s) to that path' % (path, nst_utils.VGG_URL,
-                                                        nst_utils.VGG_SHA256))
+                         '(SHA-256 %s) to that path' % (path, url, nst_utils.VGG_SHA256))
     print('Downloading the VGG-19 weights (about 510 MiB) from %s to %s'
-          % (nst_utils.VGG_URL, path), file=sys.stderr)
+          % (url, path), file=sys.stderr)
     try:
-        return nst_utils.download_vgg_model(path, progress=not options.no_progress)
+        return nst_utils.download_vgg_model(path, url=url, progress=not options.no_progress)
     except nst_utils.DownloadError as error:
-        raise UsageError('%s: weights file not found and %s; download %s (SHA-256 %s) to that '
-                         'path' % (path, error, nst_utils.VGG_URL, nst_utils.VGG_SHA256)) from None
+        # A failure at run time (exit 1), not bad input.
+        raise nst_utils.DownloadError('%s: weights file not found and %s; download %s (SHA-256 '
+                                      '%s) to that path' % (path, error, url,
+                                                            nst_utils.VGG_SHA256)) from None
 
 
 def save_plots(output_dir, history, content, styles, result):
@@ -669,9 +728,11 @@ def _save_figure(figure, path):
 def run(options):
     """The whole flow for parsed options. Returns the exit code."""
     check_options(options)
-    content, styles, initial = load_inputs(options)
+    content, styles, initial = read_inputs(options)
     weights_path = ensure_weights(options)
     weights = nst_utils.read_vgg_weights(weights_path)
+    check_memory(options, result_height(content, options.width), weights)
+    content, styles, initial = size_inputs(options, content, styles, initial)
 
     precision = options.precision
     if precision == 'bfloat16' and not nst_utils.bfloat16_supported():
@@ -713,9 +774,14 @@ def run(options):
         result_pixels = postprocess(result_pixels)
     save_plots(options.output_dir, result.history, content, styles, result_pixels)
     if result.diverged:
-        print('error: the cost became non-finite after %d iterations; the last finite image is '
-              'in %s (try a lower --learning-rate)' % (result.iterations, final_path),
-              file=sys.stderr)
+        if not result.history:
+            print('error: the cost is not finite from the first iteration (a damaged weights '
+                  'file %s, or --alpha, --beta or --tv-weight too large?); the starting image '
+                  'is in %s' % (weights_path, final_path), file=sys.stderr)
+        else:
+            print('error: the cost became non-finite after %d iterations; the last image with '
+                  'a finite cost is in %s (try a lower --learning-rate)'
+                  % (result.iterations, final_path), file=sys.stderr)
         return EXIT_FAILURE
     if result.interrupted:
         print('Interrupted after %d iterations; the latest image is in %s'

@@ -1,0 +1,241 @@
+"""The course's training loop (model_nn) and the optimisers, end to end on a tiny generated VGG-19.
+
+The weights come from tests/vgg_fixture.py (MatConvNet layout, tiny channel widths), so a run
+takes a fraction of a second. Expected values come from the course (its print format, alpha 10,
+beta 40, the file names, the save_image formula) or from NumPy, never from the code under test.
+"""
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import art_generation as ag
+import nst_utils
+import vgg_fixture
+
+tf = nst_utils.import_tf()
+
+# The course's mean pixel, written out (not read from nst_utils).
+MEANS = np.array([123.68, 116.779, 103.939]).reshape((1, 1, 1, 3))
+HEIGHT, WIDTH = 48, 64
+
+# The course prints, every 20 iterations:
+#   print("Iteration " + str(i) + " :")
+#   print("total cost = " + str(Jt))
+#   print("content cost = " + str(Jc))
+#   print("style cost = " + str(Js))
+COURSE_BLOCK = re.compile(r'^Iteration (\d+) :\ntotal cost = (\S+)\ncontent cost = (\S+)\n'
+                          r'style cost = (\S+)$', re.M)
+
+
+@pytest.fixture(scope='module')
+def tiny_weights(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('tiny-vgg') / 'imagenet-vgg-verydeep-19.mat')
+    vgg_fixture.write_vgg19_mat(path, seed=0)
+    return nst_utils.read_vgg_weights(path)
+
+
+def smooth_picture(width, height):
+    """A smooth colour picture (gradients and a disc), pixels well inside 0..255."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    u, v = x / width, y / height
+    picture = np.stack([110 + 60 * u + 20 * np.sin(2 * np.pi * v),
+                        120 + 50 * v,
+                        150 - 50 * u + 15 * np.cos(2 * np.pi * u)], axis=-1)
+    disc = (u - 0.6) ** 2 + (v - 0.5) ** 2 < 0.05
+    picture[disc] = (170, 90, 80)
+    return np.round(picture).astype(np.uint8)
+
+
+def striped_picture(width, height, seed=0):
+    """Saturated diagonal stripes in four colours: a strongly textured style."""
+    palette = np.array([(230, 30, 30), (30, 200, 60), (40, 60, 220), (240, 220, 40)], np.uint8)
+    y, x = np.mgrid[0:height, 0:width]
+    shift = np.random.default_rng(seed).integers(0, 4, size=height)[:, None]
+    return palette[((x + y) // 3 + shift) % 4]
+
+
+def checkerboard(width, height, square=8):
+    """Black and white squares: every pixel sits at a bound of the valid range."""
+    y, x = np.mgrid[0:height, 0:width]
+    board = np.where(((x // square + y // square) % 2 == 0)[..., None], 255, 0)
+    return np.broadcast_to(board, (height, width, 3)).astype(np.uint8)
+
+
+def normalised(pixels):
+    """(H, W, 3) uint8 -> (1, H, W, 3) float with the mean pixel removed, as the course does."""
+    return pixels[None].astype(np.float64) - MEANS
+
+
+def read_rgb(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert('RGB'))
+
+
+def block_means(pixels, size=8):
+    """Mean colour of each size x size block: what JPEG keeps of a noisy image."""
+    h, w = pixels.shape[0] // size * size, pixels.shape[1] // size * size
+    blocks = pixels[:h, :w].astype(float).reshape(h // size, size, w // size, size, 3)
+    return blocks.mean(axis=(1, 3))
+
+
+def parse_blocks(stdout):
+    return [(int(i), float(t), float(c), float(s)) for i, t, c, s in COURSE_BLOCK.findall(stdout)]
+
+
+# ----------------------------------------------------------------------------------------------
+# model_nn, as the notebook calls it
+# ----------------------------------------------------------------------------------------------
+
+def test_model_nn_end_to_end(tiny_weights, tmp_path, capsys):
+    """The notebook's last cells on a small image: model_nn(sess, input_image) finds the graph
+    built in the session, prints the course's four lines every 20 iterations with falling costs,
+    saves i.png every 20 and generated_image.jpg in the output folder, returns the image."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    out_dir = tmp_path / 'output'
+    with tf.Graph().as_default(), tf.Session() as sess:
+        ag.build_style_transfer(sess, tiny_weights, content, [style])
+        np.random.seed(1)
+        input_image = nst_utils.generate_noise_image(content)
+        capsys.readouterr()
+        generated = ag.model_nn(sess, input_image, num_iterations=41, output_dir=str(out_dir))
+    stdout = capsys.readouterr().out
+
+    blocks = parse_blocks(stdout)
+    assert [b[0] for b in blocks] == [0, 20, 40]
+    # Nothing but the course's lines on stdout: 3 blocks of 4 lines.
+    assert len(stdout.splitlines()) == 4 * len(blocks)
+    for _, total, content_cost, style_cost in blocks:
+        assert np.all(np.isfinite([total, content_cost, style_cost]))
+        assert content_cost > 0 and style_cost > 0
+        # J = alpha J_content + beta J_style with the course's alpha 10 and beta 40.
+        assert total == pytest.approx(10 * content_cost + 40 * style_cost, rel=1e-4)
+    totals = [b[1] for b in blocks]
+    assert totals[1] < totals[0]
+    assert totals[2] < totals[0] / 10
+
+    assert sorted(os.listdir(out_dir)) == ['0.png', '20.png', '40.png', 'generated_image.jpg']
+    for name in os.listdir(out_dir):
+        with Image.open(out_dir / name) as image:
+            image.load()
+            assert image.size == (WIDTH, HEIGHT)
+            assert image.mode == 'RGB'
+
+    assert generated.shape == (1, HEIGHT, WIDTH, 3)
+    assert np.all(np.isfinite(generated))
+    # The last image saved is the returned one, through the course's save_image formula.
+    expected_pixels = np.clip(generated[0] + MEANS[0], 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(read_rgb(out_dir / '40.png'), expected_pixels)
+    final = read_rgb(out_dir / 'generated_image.jpg')
+    assert np.abs(block_means(final) - block_means(expected_pixels)).mean() < 4  # JPEG
+    # And it moved away from the starting image.
+    start_pixels = np.clip(input_image[0] + MEANS[0], 0, 255)
+    assert np.abs(expected_pixels - start_pixels).mean() > 2
+
+
+def test_model_nn_without_a_built_graph_says_so(tmp_path):
+    with tf.Graph().as_default(), tf.Session() as sess:
+        with pytest.raises(ValueError, match='build_style_transfer'):
+            ag.model_nn(sess, np.zeros((1, HEIGHT, WIDTH, 3), np.float32), num_iterations=1,
+                        output_dir=str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_model_nn_uses_the_graph_of_its_own_session(tiny_weights, tmp_path, capsys):
+    """Two graphs of different sizes: each session's model_nn runs its own, whichever graph is
+    the default at the time."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    small = normalised(smooth_picture(32, 24))
+    with tf.Graph().as_default(), tf.Session() as sess_small:
+        ag.build_style_transfer(sess_small, tiny_weights, small, [normalised(
+            striped_picture(32, 24))])
+        with tf.Graph().as_default(), tf.Session() as sess:
+            ag.build_style_transfer(sess, tiny_weights, content, [style])
+            # The small session's graph is not the default one here.
+            image_small = ag.model_nn(sess_small, small.astype(np.float32), num_iterations=1,
+                                      output_dir=str(tmp_path / 'small'))
+            image = ag.model_nn(sess, content.astype(np.float32), num_iterations=1,
+                                output_dir=str(tmp_path / 'big'))
+    assert image.shape == (1, HEIGHT, WIDTH, 3)
+    assert image_small.shape == (1, 24, 32, 3)
+    with Image.open(tmp_path / 'small' / '0.png') as saved:
+        assert saved.size == (32, 24)
+
+
+# ----------------------------------------------------------------------------------------------
+# L-BFGS-B: the pixel range as box constraints
+# ----------------------------------------------------------------------------------------------
+
+def test_lbfgs_keeps_every_pixel_in_range_where_adam_does_not(tiny_weights, tmp_path):
+    """Start from a black-and-white checkerboard (every pixel at a bound) toward a textured
+    style: unconstrained Adam pushes pixels out of 0..255, L-BFGS-B never does, and its cost
+    falls at every iteration."""
+    board = normalised(checkerboard(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT, seed=3))
+    start = board.astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = ag.build_style_transfer(sess, tiny_weights, board, [style])
+        adam = ag.optimise(sess, nst, start, 30, optimizer='adam', output_dir=str(tmp_path / 'a'),
+                           progress=False, print_every=0, save_every=0)
+        lbfgs = ag.optimise(sess, nst, start, 30, optimizer='lbfgs',
+                            output_dir=str(tmp_path / 'l'), progress=False, print_every=0,
+                            save_every=0)
+
+    # The control: this problem does push pixels out of range.
+    adam_pixels = adam.image + MEANS
+    assert np.mean((adam_pixels < -0.5) | (adam_pixels > 255.5)) > 0.01
+
+    pixels = lbfgs.image + MEANS
+    assert lbfgs.image.shape == (1, HEIGHT, WIDTH, 3)
+    assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+    assert np.mean((pixels < 0.5) | (pixels > 254.5)) > 0  # some constraints are active
+    assert lbfgs.iterations >= 10 and not lbfgs.diverged and not lbfgs.interrupted
+    totals = [entry[1] for entry in lbfgs.history]
+    assert [entry[0] for entry in lbfgs.history] == list(range(len(totals)))
+    assert all(later <= earlier * (1 + 1e-6) for earlier, later in zip(totals, totals[1:]))
+    assert totals[-1] < totals[0] / 10
+    # The final image is the one saved.
+    saved = read_rgb(tmp_path / 'l' / 'generated_image.jpg')
+    expected = np.clip(pixels[0], 0, 255).astype(np.uint8)
+    assert np.abs(block_means(saved) - block_means(expected)).mean() < 4  # JPEG
+    assert np.abs(block_means(saved) - block_means(checkerboard(WIDTH, HEIGHT))).mean() > 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Ctrl-C: stop at the end of the current iteration, with either optimiser
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('optimizer', ['adam', 'lbfgs'])
+def test_sigint_stops_after_the_current_iteration(tiny_weights, tmp_path, optimizer):
+    """A real SIGINT, raised while iteration 2 is being saved, ends the run after iteration 2:
+    the result says so, generated_image.jpg holds that image, Ctrl-C is handed back."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    saves = []
+
+    def postprocess(pixels):
+        saves.append(pixels)
+        if len(saves) == 3:  # saving 2.png
+            signal.raise_signal(signal.SIGINT)
+        return pixels
+
+    before = signal.getsignal(signal.SIGINT)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = ag.build_style_transfer(sess, tiny_weights, content, [style])
+        result = ag.optimise(sess, nst, content.astype(np.float32), 50, optimizer=optimizer,
+                             output_dir=str(tmp_path), save_every=1, print_every=0,
+                             progress=False, postprocess=postprocess)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert result.interrupted and not result.diverged
+    assert result.iterations == 3
+    assert [entry[0] for entry in result.history] == [0, 1, 2]
+    assert sorted(os.listdir(tmp_path)) == ['0.png', '1.png', '2.png', 'generated_image.jpg']
+    expected = np.clip(result.image[0] + MEANS[0], 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(read_rgb(tmp_path / '2.png'), expected)
+    final = read_rgb(tmp_path / 'generated_image.jpg')
+    assert np.abs(block_means(final) - block_means(expected)).mean() < 4
