@@ -182,6 +182,13 @@ class StyleTransfer(NamedTuple):
     train_step: object    # the Adam update op
     stepped_input: object  # the input read after train_step: fetching it runs one step
     gradient: object      # dJ/d(input), for L-BFGS
+    input_feed: object    # placeholder (1, H, W, 3) ...
+    assign_input: object  # ... and the op that assigns it to model['input']
+    initializer: object   # initialises the input and Adam's moments
+
+    def set_input(self, sess, image):
+        """Make image (1, H, W, 3) the model's input."""
+        sess.run(self.assign_input, {self.input_feed: image})
 
 
 def build_style_transfer(sess, weights, content_image, style_images, *, blend_weights=None,
@@ -201,8 +208,12 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     if blend_weights is None:
         blend_weights = [1.0 / len(style_images)] * len(style_images)
 
+    # One assign op fed through a placeholder: the graph does not change once it has run.
+    input_feed = tf.placeholder(tf.float32, model['input'].shape, name='input_feed')
+    assign_input = model['input'].assign(input_feed)
+
     # Content: the activations of C at the content layer are a constant of the cost.
-    model['input'].load(content_image, sess)
+    sess.run(assign_input, {input_feed: content_image})
     a_C = sess.run(model[content_layer])
     J_content = compute_content_cost(a_C, model[content_layer])
 
@@ -210,7 +221,7 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     gram_tensors = {name: unrolled_gram(model[name]) for name, _ in style_layers}
     style_grams = {name: 0.0 for name in gram_tensors}
     for style_image, weight in zip(style_images, blend_weights):
-        model['input'].load(style_image, sess)
+        sess.run(assign_input, {input_feed: style_image})
         for name, gram in sess.run(gram_tensors).items():
             style_grams[name] = style_grams[name] + weight * gram
     J_style = style_cost_from_grams(model, style_grams, style_layers)
@@ -225,7 +236,9 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     train_step = optimizer.apply_gradients([(gradient, model['input'])])
     with tf.control_dependencies([train_step]):
         stepped_input = tf.identity(model['input'])
-    nst = StyleTransfer(model, J, J_content, J_style, J_tv, train_step, stepped_input, gradient)
+    initializer = tf.global_variables_initializer()
+    nst = StyleTransfer(model, J, J_content, J_style, J_tv, train_step, stepped_input, gradient,
+                        input_feed, assign_input, initializer)
     # model_nn(sess, input_image) finds the graph here, as the notebook finds its globals.
     tf.add_to_collection('style_transfer', nst)
     return nst
@@ -282,11 +295,8 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
     stop = stop or StopRequest()
     state = _LoopState(sess, nst, output_dir, save_every, print_every, postprocess,
                        num_iterations, progress)
-    tf = nst_utils.import_tf()
-    with sess.graph.as_default():  # sess's graph, even when another graph is the default
-        initialise = tf.global_variables_initializer()  # the input and Adam's moments
-    sess.run(initialise)
-    nst.model['input'].load(input_image, sess)
+    sess.run(nst.initializer)
+    nst.set_input(sess, input_image)
     state.last_image = np.asarray(input_image, dtype=np.float32)
     with stop:
         try:
@@ -357,7 +367,7 @@ class _LoopState:
         """
         if self.last_image is None or self.previous_image is None:
             return
-        self.nst.model['input'].load(self.last_image, self.sess)
+        self.nst.set_input(self.sess, self.last_image)
         if not all(math.isfinite(c) for c in self.costs()):
             self.last_image = self.previous_image
             self.completed -= 1
@@ -396,7 +406,7 @@ def _run_lbfgs(state, stop):
     latest = {}
 
     def cost_and_gradient(x):
-        variable.load(x.reshape(shape).astype(np.float32), sess)
+        nst.set_input(sess, x.reshape(shape).astype(np.float32))
         J, Jc, Js, grad = sess.run([nst.J, nst.J_content, nst.J_style, nst.gradient])
         latest['costs'] = (J, Jc, Js)
         return float(J), grad.ravel().astype(np.float64)
@@ -404,7 +414,7 @@ def _run_lbfgs(state, stop):
     def callback(intermediate_result):
         i = state.completed
         image = intermediate_result.x.reshape(shape).astype(np.float32)
-        variable.load(image, sess)
+        nst.set_input(sess, image)
         if not state.after_iteration(i, image, latest['costs']) or stop.requested:
             raise StopIteration
         if state.completed >= state.bar.total:

@@ -1056,7 +1056,7 @@ _MEMORY_RUNTIME = 640 * 2 ** 20       # TensorFlow's libraries, thread pools and
 _MEMORY_BACKWARD_COPIES = 4           # extra copies of the largest activation while back-propagating
 _MEMORY_IMAGE_COPIES = 17             # float32 copies of the image, plus 2 per style
 _MEMORY_LBFGS_IMAGE_COPIES = 76       # L-BFGS-B's history (10 pairs, float64) and work arrays
-_MEMORY_WEIGHT_COPIES = 16            # copies of the conv weights held by graph and session
+_MEMORY_WEIGHT_COPIES = 4             # the weights: file read, feed, session variables
 
 
 def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer='adam'):
@@ -1071,18 +1071,24 @@ def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer=
                      + (17 + 2 * styles) * X   the input variable, Adam's m and v, its gradient,
                                                fetched copies, the float64 content/style/noise
                                                arrays of the set-up (+ 76 X for L-BFGS-B)
-                     + 16 * K)                 the weights as graph constants and their copies
+                     + 4 * K)                  the weights: as read, as fed, as session variables
                 + 640 MiB                      TensorFlow's runtime
 
     Calibrated on 2 CPUs (TensorFlow 2.21, oneDNN) from the peak ru_maxrss of whole CLI runs
-    (3 Adam iterations, 4:3 content, one style): with the tiny widths (4, 8, 8, 16, 16) at
-    16, 400, 800, 1600, 2400, 3200 and 4800 px wide: measured 644, 685, 802, 1302, 2030, 3214,
-    6125 MiB, estimated 641, 682, 803, 1288, 2096, 3227, 6459; with the real widths at 16, 100,
-    200, 400, 800, 1200 and 1600 px: measured 1847, 1824, 1897, 1884, 3094, 4473, 6222 MiB,
-    estimated 1863, 1880, 1932, 2141, 2977, 4372, 6323 (within -4 % .. +14 %). Three styles at
-    3200 px (tiny): 3565 measured, 3578 estimated. L-BFGS-B: tiny 3200 px 9934 measured, 9906
-    estimated; real 1600 px 6731 measured, 7993 estimated (it needs fewer weight copies, so
-    the estimate is on the safe side there).
+    (3 Adam iterations, 4:3 content, one style, weights as session variables), in MiB:
+
+        tiny widths (4, 8, 8, 16, 16)      real widths (64, 128, 256, 512, 512)
+        width  measured  estimated         width  measured  estimated
+           16       640        640            16       925        946
+          400       683        681           200       928       1015
+          800       812        802           400      1071       1225
+         1600      1320       1287           800      1825       2061
+         3200      3270       3226          1200      3213       3456
+         4800      6338       6458          1600      4956       5406
+
+    i.e. -3 % .. +14 %, erring on the safe side with the real widths. Three styles, tiny, 3200:
+    3665 measured, 3577 estimated. L-BFGS-B: tiny 3200: 10004 / 9905; real 1600: 6678 / 7076.
+    Per pixel that is about 2.2 KB with the real widths (of which 1.2 KB the activations).
     """
     sizes = vgg_conv_sizes(height, width, widths)
     activations = sum(elements for elements, _, _ in sizes)
