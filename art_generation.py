@@ -236,7 +236,9 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     train_step = optimizer.apply_gradients([(gradient, model['input'])])
     with tf.control_dependencies([train_step]):
         stepped_input = tf.identity(model['input'])
-    initializer = tf.global_variables_initializer()
+    # A list of the initializers, not tf.global_variables_initializer(): its group op would
+    # mark input/Assign, which the session has already seen, and TF warns of such changes.
+    initializer = [variable.initializer for variable in tf.global_variables()]
     nst = StyleTransfer(model, J, J_content, J_style, J_tv, train_step, stepped_input, gradient,
                         input_feed, assign_input, initializer)
     # model_nn(sess, input_image) finds the graph here, as the notebook finds its globals.
