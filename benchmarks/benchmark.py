@@ -2,10 +2,11 @@
 machine's matmul peak, start-up time, peak memory, and the bfloat16 mode.
 
 What it runs: the project's own code path (nst_utils.read_vgg_weights,
-art_generation.build_style_transfer, then the per-iteration work of art_generation's Adam loop)
-on the course's problem at 400x300: the repo's content and style images and a full-width VGG-19
-in the MatConvNet layout with random weights (see benchmark_problem.py; the weight files are
-written once into a git-ignored cache folder).
+art_generation.build_style_transfer, then art_generation.optimise's Adam loop itself, timed at
+the end of each iteration through its stop request) on the course's problem at 400x300: the
+repo's content and style images and a full-width VGG-19 in the MatConvNet layout with random
+weights (see benchmark_problem.py; the weight files are written once into a git-ignored cache
+folder).
 
 What it prints:
 - the minimal work of one iteration, computed from the layer shapes of the built graph: the
@@ -17,21 +18,25 @@ What it prints:
   the ratio achieved / peak;
 - start-up time beyond `import tensorflow`: from just after that import to the end of the first
   training iteration, reading the real-size (575 MB) weight file;
-- peak resident memory (ru_maxrss) of that run;
+- peak resident memory (ru_maxrss) of a real run: the command line itself
+  (art_generation.py --model <that file> --iterations 5, printing and saving as usual) in a
+  child process, read with os.wait4; the benchmark's own processes are reported too;
 - with --precision both: the bfloat16 speed-up, and with --quality the cost after 200
   iterations of each precision from the same initial image;
 - a table of the figures next to the targets of issue 4.
 
 Each precision is measured in a fresh Python process (this script with --worker), so start-up is
-cold in-process and the memory figure is that of one realistic run, not of this process (which
-also runs the matmul peak test).
+cold in-process and no figure is polluted by this process (which runs the matmul peak test,
+before and after the runs: the best is kept, as other load on the machine only lowers it).
+Other work on the machine skews every figure: the table shows the load average at the start,
+and a warning is printed when the matmul peak moved by more than 15 % during the run.
 
 Run (from the repo root; a few minutes, the first run also writes about 655 MB of weight files):
 
     python benchmarks/benchmark.py                          # fp32
     python benchmarks/benchmark.py --precision both         # fp32 and bf16, speed-up
     python benchmarks/benchmark.py --precision both --quality --json bench.json
-                                                            # + cost after 200 iterations (long)
+                                    # + cost after 200 iterations of each (5-15 minutes more)
 """
 
 import argparse
@@ -58,6 +63,8 @@ TARGET_BF16_COST = 0.02      # relative difference of the cost after 200 iterati
 PYTORCH_SECONDS = (1.1, 1.3)  # a PyTorch loop with the same costs, per iteration (issue 4)
 
 MATMUL_SIZES = (2048, 3072, 4096)
+BUSY_SPREAD = 0.15  # a larger change of the matmul peak during the run means a busy machine
+RSS_ITERATIONS = 5  # of the command-line run whose peak memory is reported
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,17 +116,6 @@ def print_work(rows):
 # 2. One run, in a fresh process
 # ----------------------------------------------------------------------------------------------
 
-def adam_iteration(sess, nst):
-    """One iteration of art_generation's Adam loop (_run_adam): the update with the costs of
-    the image before it, then the new image fetched for the history and saving.
-    Returns (seconds of the update, seconds of the image fetch)."""
-    start = time.perf_counter()
-    sess.run([nst.train_step, nst.J, nst.J_content, nst.J_style])
-    middle = time.perf_counter()
-    sess.run(nst.model['input'])
-    return middle - start, time.perf_counter() - middle
-
-
 def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
@@ -152,20 +148,17 @@ def run_worker(spec):
             for name in nst_utils.VGG19_CONV_LAYERS if name in nst.model]
         del weights  # as art_generation.run does: the graph holds its own copy
         stage('build graph')
-        # What optimise() does before its loop.
-        sess.run(tf.global_variables_initializer())
-        nst.model['input'].load(x0, sess)
-        stage('initialise')
-        adam_iteration(sess, nst)
-        stage('first iteration')
+        # The project's Adam loop itself, timed at the end of each iteration (its stop check).
+        total = 1 + spec['warmup'] + spec['iterations']
+        recorder, _ = problem.run_recorded(sess, nst, x0, total)
+        ends = [elapsed for elapsed, _ in recorder.records]
+        if len(ends) < total:
+            raise RuntimeError('the run stopped after %d of %d iterations' % (len(ends), total))
+        stages['initialise'] = recorder.entered - start  # optimise's set-up before its loop
+        stages['first iteration'] = stages['initialise'] + ends[0]
         result['startup_s'] = stages['first iteration']
         result['startup_stages'] = stages
-
-        for _ in range(spec['warmup']):
-            adam_iteration(sess, nst)
-        timings = [adam_iteration(sess, nst) for _ in range(spec['iterations'])]
-        result['iteration_s'] = [step + fetch for step, fetch in timings]
-        result['image_fetch_s'] = [fetch for _, fetch in timings]
+        result['iteration_s'] = list(np.diff(ends)[spec['warmup']:])
         result['peak_rss_after_timing'] = peak_rss_bytes()
 
         if spec['quality_iterations']:
@@ -203,6 +196,26 @@ def measure(spec):
         raise SystemExit('the %s measurement failed (exit code %d)'
                          % (spec['precision'], process.returncode))
     return json.loads(lines[-1][len('RESULT '):])
+
+
+def command_line_peak_rss(weights, precision, seed, iterations=RSS_ITERATIONS):
+    """Peak resident memory (bytes) of `art_generation.py` run as a user runs it, in a child
+    process: default images, this weights file, a few iterations, printing and saving."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        command = [sys.executable, os.path.join(problem.PROJECT_DIR, 'art_generation.py'),
+                   '--model', weights, '--no-download', '--precision', precision,
+                   '--iterations', str(iterations), '--seed', str(seed),
+                   '--output-dir', output_dir, '--no-progress']
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 cwd=problem.PROJECT_DIR)
+        errors = child.stderr.read()
+        child.stderr.close()
+        _, status, usage = os.wait4(child.pid, 0)  # the rusage of that child alone
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        sys.stderr.write(errors.decode(errors='replace')[-5000:])
+        raise SystemExit('art_generation.py failed (exit code %d)' % child.returncode)
+    return usage.ru_maxrss * 1024  # Linux: KiB
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,10 +292,10 @@ def report(args, info, results, rates, flops):
     gb = 1e9
     print()
     print('Machine: %s, %d logical CPUs (%d usable), AVX-512 %s, AVX512_BF16/AMX %s; '
-          'TensorFlow %s, Python %s' % (
+          'TensorFlow %s, Python %s; load average %.1f at the start' % (
               info['cpu'], info['logical_cpus'], info['usable_cpus'],
               'yes' if info['avx512f'] else 'no', 'yes' if info['bf16'] else 'no',
-              info['tensorflow'], info['python']))
+              info['tensorflow'], info['python'], info['load_average_at_start']))
     print('Problem: VGG-19 full width (random weights), %dx%d, Adam 2.0; %d timed iterations '
           'after %d warm-up; weights file %s' % (
               args.width, args.height, args.iterations, args.warmup,
@@ -300,8 +313,6 @@ def report(args, info, results, rates, flops):
                      'PyTorch %.1f-%.1f s: beat clearly' % PYTORCH_SECONDS
                      if precision == 'fp32' else '',
                      verdict(seconds < PYTORCH_SECONDS[0]) if precision == 'fp32' else ''))
-        rows.append(('  of which image fetch (median)',
-                     '%.4f s' % float(np.median(run['image_fetch_s'])), '', ''))
         rows.append(('%s achieved' % precision, '%.1f GFLOP/s' % achieved,
                      '(%.1f GFLOP / iteration)' % (flops / 1e9), ''))
         if precision == 'fp32':
@@ -315,10 +326,13 @@ def report(args, info, results, rates, flops):
         if run is None:
             continue
         target = precision == 'fp32' or fp32 is None
-        rows.append(('%s peak resident memory (ru_maxrss)' % precision,
-                     '%.2f GB' % (run['peak_rss_bytes'] / gb),
+        rows.append(('%s peak memory, art_generation.py run' % precision,
+                     '%.2f GB' % (run['cli_peak_rss_bytes'] / gb),
                      '<= %.1f GB' % (TARGET_RSS_BYTES / gb) if target else '',
-                     verdict(run['peak_rss_bytes'] <= TARGET_RSS_BYTES) if target else ''))
+                     verdict(run['cli_peak_rss_bytes'] <= TARGET_RSS_BYTES) if target else ''))
+        rows.append(('  benchmark process: after timing, at end',
+                     '%.2f GB, %.2f GB' % (run['peak_rss_after_timing'] / gb,
+                                           run['peak_rss_bytes'] / gb), '', ''))
         if args.skip_startup:
             continue
         stages = run['startup_stages']
@@ -374,7 +388,9 @@ def build_parser():
         description='Benchmark one style-transfer iteration (issue 4): time, GFLOP/s against '
                     'the fp32 matmul peak, start-up, peak memory, bfloat16.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--precision', choices=('float32', 'bfloat16', 'both'), default='float32')
+    parser.add_argument('--precision', choices=('float32', 'bfloat16', 'both'), default='float32',
+                        help='bfloat16: convolutions in bf16, Grams and costs in fp32; both: '
+                             'each, and the speed-up')
     parser.add_argument('--iterations', type=at_least(10), default=10,
                         help='timed iterations (at least 10); the median is reported')
     parser.add_argument('--warmup', type=at_least(0), default=3,
@@ -389,7 +405,8 @@ def build_parser():
     parser.add_argument('--quality', action='store_true',
                         help='also run --quality-iterations of the course loop per precision '
                              'from the same start and compare the costs (minutes)')
-    parser.add_argument('--quality-iterations', type=at_least(1), default=200)
+    parser.add_argument('--quality-iterations', type=at_least(1), default=200,
+                        help='iterations of the --quality runs')
     parser.add_argument('--seed', type=at_least(0), default=problem.SEED,
                         help='seed of the initial noise')
     parser.add_argument('--json', metavar='PATH', help='also write the numbers to this file')
@@ -412,9 +429,12 @@ def main(argv=None):
         print('RESULT ' + json.dumps(run_worker(json.loads(args.worker))), flush=True)
         return 0
     args.height = max(1, round(args.width * 3 / 4))
+    load_at_start = os.getloadavg()[0]  # other work on the machine skews every figure
     weights = problem.weights_file(args.cache, with_fc=not args.skip_startup)
     precisions = precisions_to_run(args.precision, nst_utils.bfloat16_supported())
 
+    print('Measuring the fp32 matmul peak ...', file=sys.stderr, flush=True)
+    rates_before = matmul_peak()
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         # bf16 first, so that the fp32 run can also cost the bf16 result in fp32.
@@ -433,22 +453,37 @@ def main(argv=None):
                      ' + %d for the cost' % args.quality_iterations if args.quality else ''),
                   file=sys.stderr, flush=True)
             results[precision] = measure(spec)
-    print('Measuring the fp32 matmul peak ...', file=sys.stderr, flush=True)
-    rates = matmul_peak()
+            print('Peak memory of art_generation.py (%s, %d iterations) ...'
+                  % (precision, RSS_ITERATIONS), file=sys.stderr, flush=True)
+            results[precision]['cli_peak_rss_bytes'] = command_line_peak_rss(
+                weights, precision, args.seed)
+    print('Measuring the fp32 matmul peak again ...', file=sys.stderr, flush=True)
+    rates_after = matmul_peak()
+    rates = {n: max(rates_before[n], rates_after[n]) for n in rates_before}
+    busy = max(abs(rates_before[n] - rates_after[n]) / rates[n] for n in rates) > BUSY_SPREAD
     info = machine()
+    info['load_average_at_start'] = load_at_start
 
     any_run = next(iter(results.values()))
     work = work_per_iteration(any_run['conv_shapes'], deepest_cost_layer())
     print('Problem size %dx%d; layers up to %s' % (args.width, args.height,
                                                    deepest_cost_layer()))
     flops = print_work(work)
-    print('fp32 matmul: ' + ', '.join('%d: %.1f GFLOP/s' % (n, r) for n, r in rates.items()))
+    print('fp32 matmul GFLOP/s before / after the runs: ' + ', '.join(
+        '%d: %.1f / %.1f' % (n, rates_before[n], rates_after[n]) for n in rates))
     report(args, info, results, rates, flops)
+    if busy:
+        print('warning: the matmul peak changed by more than %.0f %% between the start and the '
+              'end: other work was running, so these figures are not reliable; run again on a '
+              'quiet machine' % (100 * BUSY_SPREAD))
 
     if args.json:
         data = {'machine': info, 'options': {k: v for k, v in vars(args).items()
                                              if k != 'worker'},
-                'flops_per_iteration': flops, 'matmul_gflops': rates, 'runs': results}
+                'flops_per_iteration': flops, 'matmul_gflops': rates,
+                'matmul_gflops_before': rates_before, 'matmul_gflops_after': rates_after,
+                'machine_busy': busy,
+                'runs': results}
         nst_utils.atomic_write(args.json, lambda temp: _write_json(temp, data))
     return 0
 

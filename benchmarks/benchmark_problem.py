@@ -15,6 +15,7 @@ and are written once, atomically (temp file, then rename):
 
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -84,3 +85,70 @@ def evaluate_costs(sess, nst, image):
     """(J, J_content, J_style) of image in the built graph (the variable is overwritten)."""
     nst.model['input'].load(image, sess)
     return tuple(float(c) for c in sess.run([nst.J, nst.J_content, nst.J_style]))
+
+
+class IterationRecorder(art_generation.StopRequest):
+    """A stop request for art_generation.optimise that records when each iteration ends.
+
+    optimise() checks `stop.requested` at the end of every iteration (that is how Ctrl-C stops
+    there), when the input variable holds the new iterate, and once more after its loop. Each
+    check records the optimisation time so far (from optimise entering the request, right
+    before its loop) and, if a variable is given, a copy of its value (the clock is paused
+    during the copy). The request becomes true once `iterations` iterations are recorded and
+    `seconds` have passed, so the loop itself is what is timed, whatever it runs per iteration.
+    Ctrl-C works as usual.
+    """
+
+    def __init__(self, iterations, seconds=0.0, sess=None, variable=None):
+        self.iterations, self.seconds = iterations, seconds
+        self.sess, self.variable = sess, variable
+        self.entered = None  # time.perf_counter() when the loop began
+        self.records = []    # [(seconds since the loop began, image or None), ...]
+        self._paused = 0.0
+        super().__init__()
+
+    def __enter__(self):
+        self.entered = time.perf_counter()
+        self._paused = 0.0
+        return super().__enter__()
+
+    @property
+    def requested(self):
+        now = time.perf_counter()
+        elapsed = now - self.entered - self._paused
+        image = self.sess.run(self.variable) if self.variable is not None else None
+        self.records.append((elapsed, image))
+        self._paused += time.perf_counter() - now
+        done = len(self.records) >= self.iterations and elapsed >= self.seconds
+        return self._interrupted or done
+
+    @requested.setter
+    def requested(self, value):  # StopRequest sets it: False, then True on Ctrl-C
+        self._interrupted = value
+
+    def finish(self, result):
+        """Keep the records of the iterations of optimise's RunResult (drop the check after the
+        loop). Raises KeyboardInterrupt after a Ctrl-C."""
+        if self._interrupted:  # result.interrupted is also true when a budget stopped the run
+            raise KeyboardInterrupt
+        if len(self.records) not in (result.iterations, result.iterations + 1):
+            raise RuntimeError('optimise checked its stop request %d times in %d iterations; '
+                               'this recorder expects one check per iteration'
+                               % (len(self.records), result.iterations))
+        del self.records[result.iterations:]
+
+
+def run_recorded(sess, nst, x0, iterations, seconds=0.0, optimizer='adam', keep_images=False):
+    """art_generation.optimise from x0 (no printing, saving or progress bar) until `iterations`
+    iterations are done and `seconds` have passed. Returns (recorder, RunResult): the
+    recorder's `records` are [(seconds since the loop began, image or None), ...] after each
+    iteration, and `entered` the time.perf_counter() when the loop began."""
+    recorder = IterationRecorder(iterations, seconds, sess,
+                                 nst.model['input'] if keep_images else None)
+    cap = iterations if not seconds else iterations + 10 ** 6  # the recorder stops the run
+    with tempfile.TemporaryDirectory() as output_dir:
+        result = art_generation.optimise(sess, nst, x0, cap, optimizer=optimizer,
+                                         output_dir=output_dir, save_every=0, print_every=0,
+                                         progress=False, stop=recorder)
+    recorder.finish(result)
+    return recorder, result
