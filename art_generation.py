@@ -742,7 +742,9 @@ def run(options):
     check_options(options)
     content, styles, initial = read_inputs(options)
     weights_path = ensure_weights(options)
-    weights = nst_utils.read_vgg_weights(weights_path)
+    needed = nst_utils.layers_needed([options.content_layer]
+                                     + [name for name, _ in options.style_layers])
+    weights = nst_utils.read_vgg_weights(weights_path, layers=needed)
     check_memory(options, result_height(content, options.width), weights)
     content, styles, initial = size_inputs(options, content, styles, initial)
 

@@ -516,3 +516,54 @@ def test_empty_or_foreign_file(tmp_path, content, what):
     with pytest.raises(WeightsError, match=re.escape(what)) as info:
         nst_utils.read_vgg_weights(str(path))
     assert_one_line_naming(info.value, path)
+
+
+def test_graph_stops_where_the_weights_stop(tmp_path):
+    """Reading only the layers a cost needs (layers_needed) builds the graph up to there."""
+    path = write(tmp_path)
+    needed = nst_utils.layers_needed(['conv4_2', 'conv1_1', 'conv5_1'])
+    assert needed == nst_utils.VGG19_CONV_LAYERS[:13]  # conv1_1 ... conv5_1
+    assert nst_utils.layers_needed(['avgpool2']) == nst_utils.VGG19_CONV_LAYERS[:4]
+    weights = nst_utils.read_vgg_weights(str(path), layers=needed)
+    with tf.Graph().as_default():
+        model = nst_utils.build_vgg_graph(weights, 16, 24)
+    assert set(model) == {'input', 'avgpool1', 'avgpool2', 'avgpool3', 'avgpool4'} | set(needed)
+
+
+@pytest.mark.parametrize('with_session', [True, False], ids=['variables', 'constants'])
+def test_transposed_convolution_matches_conv2d(tmp_path, monkeypatch, with_session):
+    """Wide layers run their forward pass as a transposed convolution of the rotated kernel
+    (nst_utils._conv2d_same), with a hand-written gradient. With the threshold at one channel
+    every layer takes that path: outputs and input gradients must equal tf.nn.conv2d's."""
+    path = write(tmp_path)
+    weights = nst_utils.read_vgg_weights(path)
+    rng = np.random.default_rng(5)
+    image = rng.normal(0, 50, (1, 11, 13, 3)).astype(np.float32)
+    probes = {name: rng.normal(size=(1,) + shape).astype(np.float32)
+              for name, shape in [('conv1_2', (11, 13, 4)), ('conv3_4', (3, 4, 8)),
+                                  ('conv5_4', (1, 1, 16))]}
+
+    def outputs_and_gradient(threshold):
+        monkeypatch.setattr(nst_utils, 'TRANSPOSED_CONV_MIN_CHANNELS', threshold)
+        with tf.Graph().as_default(), tf.Session() as sess:
+            model = nst_utils.build_vgg_graph(weights, 11, 13, sess=sess if with_session else None)
+            ops = {op.type for op in tf.get_default_graph().get_operations()}
+            # A scalar that depends on shallow and deep layers, for the input gradient.
+            J = tf.add_n([tf.reduce_sum(model[name] * probe) for name, probe in probes.items()])
+            gradient = tf.gradients(J, model['input'])[0]
+            sess.run(model['input'].initializer)
+            model['input'].load(image, sess)
+            layers = sess.run({name: model[name] for name in nst_utils.VGG19_CONV_LAYERS})
+            return layers, sess.run(gradient), ops
+
+    transposed, transposed_gradient, ops = outputs_and_gradient(1)
+    plain, plain_gradient, plain_ops = outputs_and_gradient(10 ** 6)
+    assert 'Conv2D' not in ops and 'Conv2DBackpropInput' in ops
+    assert 'Conv2D' in plain_ops
+    for name in nst_utils.VGG19_CONV_LAYERS:
+        scale = np.abs(plain[name]).max() + 1e-6
+        np.testing.assert_allclose(transposed[name], plain[name], rtol=1e-4, atol=1e-5 * scale,
+                                   err_msg=name)
+    scale = np.abs(plain_gradient).max()
+    assert scale > 0
+    np.testing.assert_allclose(transposed_gradient, plain_gradient, rtol=1e-3, atol=1e-5 * scale)
