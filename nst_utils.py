@@ -982,6 +982,7 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
         sess = None
     to_load = {}  # initial-value tensor -> array, fed in one session run
     created = []
+    derived = []  # variables computed from loaded ones, initialised after them
 
     def weight(value, name):
         value = value.astype(compute_dtype.as_numpy_dtype)
@@ -1003,10 +1004,15 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
         if name.startswith('conv'):
             kernel, bias = weights[name]
             with tf.variable_scope(name):
-                rotated = None
-                if kernel.shape[2] >= TRANSPOSED_CONV_MIN_CHANNELS:
-                    rotated = weight(rotate_kernel(kernel), 'W_rotated')
+                wide = kernel.shape[2] >= TRANSPOSED_CONV_MIN_CHANNELS
                 kernel, bias = weight(kernel, 'W'), weight(bias, 'b')
+                rotated = None
+                if wide and sess is not None:
+                    # Stored, rotated in the session (no second copy in NumPy); with constants
+                    # grappler folds the rotation instead.
+                    rotated = tf.Variable(rotate_kernel(kernel), trainable=False,
+                                          collections=[VGG_WEIGHTS_COLLECTION], name='W_rotated')
+                    derived.append(rotated)
                 current = tf.nn.relu(_conv2d_same(current, kernel, rotated) + bias)
             graph[name] = exposed(current)
         elif name.startswith('pool'):
@@ -1016,6 +1022,8 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
             graph[key] = exposed(current)
     if to_load:
         sess.run([v.initializer for v in created], feed_dict=to_load)
+        to_load.clear()
+        sess.run([v.initializer for v in derived])
     return graph
 
 
@@ -1037,8 +1045,10 @@ def layers_needed(layer_names):
 
 
 def rotate_kernel(kernel):
-    """(3, 3, C_in, C_out) -> rotated by 180 degrees, channel axes swapped: (3, 3, C_out, C_in)."""
-    return np.ascontiguousarray(np.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)))
+    """(3, 3, C_in, C_out) tensor -> rotated by 180 degrees, channel axes swapped:
+    (3, 3, C_out, C_in)."""
+    tf = import_tf()
+    return tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])
 
 
 def _conv2d_same(x, kernel, rotated=None):
@@ -1060,8 +1070,7 @@ def _conv2d_same(x, kernel, rotated=None):
     if channels_in < TRANSPOSED_CONV_MIN_CHANNELS:
         return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
     if rotated is None:
-        # (3, 3, C_in, C_out) -> rotated 180 degrees, (3, 3, C_out, C_in)
-        rotated = tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])
+        rotated = rotate_kernel(kernel)
 
     # The kernels are arguments, not captured: custom_gradient looks for the variables a
     # function reads among the global ones, and the weights are kept out of those.
