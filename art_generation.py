@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import sys
-import time
 from typing import NamedTuple
 
 import numpy as np
@@ -753,6 +752,11 @@ def run(options):
         print('--precision bfloat16: this CPU has no AVX512_BF16 or AMX-BF16; using float32',
               file=sys.stderr)
         precision = 'float32'
+    elif precision == 'bfloat16' and nst_utils.bfloat16_support() == 'avx512':
+        # Measured on a 2-core Xeon with AVX512_BF16 and no AMX: 1.10 s against 0.61 s per
+        # iteration (benchmarks/benchmark.py). Run as asked, but say so.
+        print('--precision bfloat16: this CPU has AVX512_BF16 but no AMX; TensorFlow\'s '
+              'bfloat16 convolutions may be slower than float32 here', file=sys.stderr)
 
     tf = nst_utils.import_tf()
     if options.seed is not None:

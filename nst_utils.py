@@ -930,14 +930,22 @@ def check_vgg_weights(weights):
 # The VGG graph
 # ----------------------------------------------------------------------------------------------
 
-def bfloat16_supported():
-    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
+def bfloat16_support():
+    """This CPU's native bfloat16 arithmetic: 'amx' (AMX-BF16), 'avx512' (AVX512_BF16 only)
+    or None."""
     try:
         with open('/proc/cpuinfo') as f:
             flags = f.read()
     except OSError:
-        return False
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+        return None
+    if 'amx_bf16' in flags:
+        return 'amx'
+    return 'avx512' if 'avx512_bf16' in flags else None
+
+
+def bfloat16_supported():
+    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
+    return bfloat16_support() is not None
 
 
 VGG_WEIGHTS_COLLECTION = 'vgg_weights'

@@ -24,6 +24,7 @@ from PIL import Image
 import art_generation as ag
 import nst_utils
 import vgg_fixture
+from pictures import block_means, read_rgb, smooth_picture, striped_picture
 
 tf = nst_utils.import_tf()
 
@@ -52,23 +53,8 @@ WIDTH, HEIGHT = 64, 48  # the generated content is 4:3
 # Generated inputs
 # ----------------------------------------------------------------------------------------------
 
-def smooth_picture(width, height):
-    """A smooth picture with moderate colours (gradients and a disc), well inside 0..255."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    u, v = x / width, y / height
-    picture = np.stack([110 + 60 * u + 20 * np.sin(2 * np.pi * v),
-                        120 + 50 * v,
-                        150 - 50 * u + 15 * np.cos(2 * np.pi * u)], axis=-1)
-    picture[(u - 0.6) ** 2 + (v - 0.5) ** 2 < 0.05] = (170, 90, 80)
-    return np.round(picture).astype(np.uint8)
 
 
-def striped_picture(width, height, seed=0):
-    """Saturated diagonal stripes in four colours."""
-    palette = np.array([(230, 30, 30), (30, 200, 60), (40, 60, 220), (240, 220, 40)], np.uint8)
-    y, x = np.mgrid[0:height, 0:width]
-    shift = np.random.default_rng(seed).integers(0, 4, size=height)[:, None]
-    return palette[((x + y) // 3 + shift) % 4]
 
 
 def checker_picture(width, height, square=6, colours=((250, 0, 250), (0, 250, 250))):
@@ -82,10 +68,6 @@ def save_png(path, pixels):
     return str(path)
 
 
-def read_rgb(path):
-    with Image.open(path) as image:
-        image.load()
-        return np.asarray(image.convert('RGB'))
 
 
 def image_size(path):
@@ -94,11 +76,6 @@ def image_size(path):
         return image.size
 
 
-def block_means(pixels, size=8):
-    """Mean colour of each size x size block: what JPEG keeps of a noisy image."""
-    h, w = pixels.shape[0] // size * size, pixels.shape[1] // size * size
-    blocks = pixels[:h, :w].astype(float).reshape(h // size, size, w // size, size, 3)
-    return blocks.mean(axis=(1, 3))
 
 
 def total_variation(pixels):
@@ -580,20 +557,28 @@ def test_layer_options_are_used_and_default_to_the_courses(cli, spy, reference):
     assert ops.count('AvgPool') == 4 and 'MaxPool' not in ops  # the pools below conv5_1
 
 
-def test_bfloat16_precision_runs(cli, spy):
+@pytest.mark.parametrize('support', [None, 'avx512', 'amx'])
+def test_bfloat16_precision(cli, spy, monkeypatch, support):
+    """bfloat16 runs the convolutions in bfloat16 where the CPU can; it says when it falls
+    back to float32 (no bfloat16 arithmetic) and when it may be slower (no AMX)."""
+    if support and nst_utils.bfloat16_support() is None:
+        pytest.skip('this CPU has no bfloat16 arithmetic')
+    monkeypatch.setattr(nst_utils, 'bfloat16_support', lambda: support)
     run = cli('--precision', 'bfloat16', '--print-every', '1', name='bf16')
     blocks = run.blocks()
     assert len(blocks) == 3
     assert all(np.isfinite(b[1:]).all() and min(b[1:]) > 0 for b in blocks)
-    with open('/proc/cpuinfo') as f:
-        flags = f.read()
     conv_types = {dtype for op, dtype in spy[0].ops if op == 'Conv2D'}
-    if 'avx512_bf16' in flags or 'amx_bf16' in flags:
-        assert conv_types == {tf.bfloat16}
-        assert run.err == ''
-    else:
+    lines = run.err.splitlines()
+    if support is None:
         assert conv_types == {tf.float32}
-        assert 'float32' in run.err
+        assert len(lines) == 1 and 'using float32' in lines[0]
+    else:
+        assert conv_types == {tf.bfloat16}
+        if support == 'avx512':
+            assert len(lines) == 1 and 'may be slower than float32' in lines[0]
+        else:
+            assert run.err == ''
 
 
 def test_progress_bar_next_to_the_course_lines(reference):

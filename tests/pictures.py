@@ -1,0 +1,36 @@
+"""Generated test pictures and small image helpers shared by the end-to-end tests."""
+import numpy as np
+from PIL import Image
+
+
+def smooth_picture(width, height):
+    """A smooth colour picture (gradients and a disc), pixels well inside 0..255."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    u, v = x / width, y / height
+    picture = np.stack([110 + 60 * u + 20 * np.sin(2 * np.pi * v),
+                        120 + 50 * v,
+                        150 - 50 * u + 15 * np.cos(2 * np.pi * u)], axis=-1)
+    picture[(u - 0.6) ** 2 + (v - 0.5) ** 2 < 0.05] = (170, 90, 80)
+    return np.round(picture).astype(np.uint8)
+
+
+def striped_picture(width, height, seed=0):
+    """Saturated diagonal stripes in four colours: a strongly textured style."""
+    palette = np.array([(230, 30, 30), (30, 200, 60), (40, 60, 220), (240, 220, 40)], np.uint8)
+    y, x = np.mgrid[0:height, 0:width]
+    shift = np.random.default_rng(seed).integers(0, 4, size=height)[:, None]
+    return palette[((x + y) // 3 + shift) % 4]
+
+
+def read_rgb(path):
+    """Decode a whole image file as (H, W, 3) uint8 RGB."""
+    with Image.open(path) as image:
+        image.load()
+        return np.asarray(image.convert('RGB'))
+
+
+def block_means(pixels, size=8):
+    """Mean colour of each size x size block: what JPEG keeps of a noisy image."""
+    h, w = pixels.shape[0] // size * size, pixels.shape[1] // size * size
+    blocks = pixels[:h, :w].astype(float).reshape(h // size, size, w // size, size, 3)
+    return blocks.mean(axis=(1, 3))
