@@ -361,16 +361,14 @@ def mat_file_truncated(path):
             if b'MATLAB'.startswith(head[:6]):
                 return True
             _mat_check_header(head, size)  # raises: not a MAT-file
-        order = _mat_check_header(head, size)
-        pos = _MAT_HEADER_BYTES
-        while pos < size:
-            f.seek(pos)
-            raw = f.read(8)
-            if len(raw) < 8:
-                return raw.strip(b'\0') != b''  # a few zero bytes: padding after the last element
-            mdtype, nbytes = _mat_top_tag(raw, order, pos)
-            pos += 8 + nbytes
-        return pos > size
+        f.seek(0)
+        end = _MAT_HEADER_BYTES
+        try:
+            for pos, _, nbytes, _ in _mat_top_elements(f):
+                end = pos + 8 + nbytes
+        except _MatPartialTag:
+            return True
+        return end > size
 
 
 def _mat_class_name(cls):
@@ -420,6 +418,30 @@ def _mat_top_tag(raw, order, pos):
     return mdtype, int.from_bytes(raw[4:8], byteorder)
 
 
+class _MatPartialTag(MatFormatError):
+    """The file ends inside a top-level tag."""
+
+
+def _mat_top_elements(f):
+    """Yield (pos, mdtype, nbytes, order) for each top-level element of the file open at its
+    start, seeking over the data. Stops at the end of the file or at the zero padding after the
+    last element; raises _MatPartialTag if the file ends inside a tag."""
+    size = os.fstat(f.fileno()).st_size
+    order = _mat_check_header(f.read(_MAT_HEADER_BYTES), size)
+    pos = _MAT_HEADER_BYTES
+    while pos < size:
+        f.seek(pos)
+        raw = f.read(8)
+        if len(raw) < 8:
+            if raw.strip(b'\0'):
+                raise _MatPartialTag('truncated at byte %d (a variable tag at offset %d)'
+                                     % (size, pos))
+            return  # zero padding after the last element
+        mdtype, nbytes = _mat_top_tag(raw, order, pos)
+        yield pos, mdtype, nbytes, order
+        pos += 8 + nbytes
+
+
 def _mat_variables(f):
     """Yield (header, reader) for each top-level variable of the open file, in order.
 
@@ -427,18 +449,7 @@ def _mat_variables(f):
     top-level tag's byte count, whatever was read of this one.
     """
     size = os.fstat(f.fileno()).st_size
-    head = f.read(_MAT_HEADER_BYTES)
-    order = _mat_check_header(head, size)
-    pos = _MAT_HEADER_BYTES
-    while pos < size:
-        f.seek(pos)
-        raw = f.read(8)
-        if len(raw) < 8:
-            if raw.strip(b'\0'):
-                raise MatFormatError('truncated at byte %d (a variable tag at offset %d)'
-                                     % (size, pos))
-            return  # zero padding after the last element
-        mdtype, nbytes = _mat_top_tag(raw, order, pos)
+    for pos, mdtype, nbytes, order in _mat_top_elements(f):
         following = pos + 8 + nbytes
         if mdtype == _MI_MATRIX:
             reader = _MatReader(_MatFileSource(f, size, pos), order)
@@ -449,7 +460,6 @@ def _mat_variables(f):
         header = reader.header(end)
         if header is not None:  # a variable written as a bare tag has no name: skip it
             yield header, reader
-        pos = following
 
 
 class _MatFileSource:
