@@ -689,10 +689,11 @@ def ensure_weights(options):
     try:
         return nst_utils.download_vgg_model(path, url=url, progress=not options.no_progress)
     except nst_utils.DownloadError as error:
-        # A failure at run time (exit 1), not bad input.
-        raise nst_utils.DownloadError('%s: weights file not found and %s; download %s (SHA-256 '
-                                      '%s) to that path' % (path, error, url,
-                                                            nst_utils.VGG_SHA256)) from None
+        message = ('%s: weights file not found and %s; download %s (SHA-256 %s) to that path'
+                   % (path, error, url, nst_utils.VGG_SHA256))
+        if error.offline:  # no network: like --no-download, the file is simply missing (exit 2)
+            raise UsageError(message) from None
+        raise nst_utils.DownloadError(message) from None  # a failure at run time (exit 1)
 
 
 def save_plots(output_dir, history, content, styles, result):

@@ -72,7 +72,14 @@ class ImageError(NSTError):
 
 
 class DownloadError(NSTError):
-    """The weights could not be downloaded or did not verify."""
+    """The weights could not be downloaded or did not verify.
+
+    offline: no connection to the server could be made at all (no network, DNS, refused).
+    """
+
+    def __init__(self, message, offline=False):
+        super().__init__(message)
+        self.offline = offline
 
 
 def import_tf():
@@ -222,7 +229,9 @@ def download_vgg_model(dest=None, url=VGG_URL, sha256=VGG_SHA256, retries=3, tim
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part_path = dest + '.part'
     last_error = None
+    unreachable = False  # the last attempt could not connect at all
     for attempt in range(1 + retries):
+        unreachable = False
         try:
             _fetch_into(url, part_path, timeout, progress)
             last_error = None
@@ -240,11 +249,15 @@ def download_vgg_model(dest=None, url=VGG_URL, sha256=VGG_SHA256, retries=3, tim
                 last_error = 'TLS error: %s' % error.reason
                 continue
             last_error = str(error.reason)
+            unreachable = True
         except (OSError, ValueError, http.client.HTTPException) as error:
             # timeouts, resets, short reads, a chunked transfer cut off (IncompleteRead)
             last_error = str(error) or type(error).__name__
         if attempt < retries:
             time.sleep(min(2 ** attempt, 10))
+    if last_error is not None and unreachable and not os.path.exists(part_path):
+        raise DownloadError('%s cannot be reached (%s; offline?)' % (url, last_error),
+                            offline=True)
     if last_error is not None:
         raise DownloadError('download of %s failed after %d attempts: %s (partial data kept in %s;'
                             ' run again to resume)' % (url, 1 + retries, last_error, part_path))

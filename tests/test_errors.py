@@ -20,6 +20,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -784,6 +785,24 @@ def test_failed_download_leaves_nothing_and_says_what_happened(capsys, tmp_path,
         assert 'HTTP 404' in line
         assert os.listdir(dest.parent) == []
         assert server.requests == [('/missing', None)]  # a 404 is not retried
+
+
+def test_offline_download_is_a_missing_file(capsys, tmp_path, pics, loopback_only,
+                                            monkeypatch):
+    """No connection at all (here: nothing listens on the loopback port) is like --no-download:
+    exit 2, one line with the path, the URL and the checksum, nothing left behind."""
+    with socket.socket() as probe:  # a free loopback port, closed again: connections are refused
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    url = 'http://127.0.0.1:%d/imagenet-vgg-verydeep-19.mat' % port
+    monkeypatch.setenv('NST_VGG_URL', url)
+    dest = tmp_path / 'pretrained-model' / 'imagenet-vgg-verydeep-19.mat'
+    argv = [a for a in base_args(dest, pics, tmp_path / 'out') if a != '--no-download']
+    code, _, err = cli(capsys, argv)
+    assert code == 2
+    line = one_error_line(err, dest, url)
+    assert 'cannot be reached' in line and VGG_SHA256 in line
+    assert os.listdir(dest.parent) == []
 
 
 # ----------------------------------------------------------------------------------------------
