@@ -141,7 +141,7 @@ def run_worker(spec):
     x0 = problem.initial_image(content_image, spec['seed'])
     stage('read images')
     result = {'precision': spec['precision']}
-    with tf.Graph().as_default(), tf.Session() as sess:
+    with tf.Graph().as_default(), tf.Session(config=art_generation.session_config()) as sess:
         nst = problem.build(sess, weights, content_image, style_image, spec['precision'])
         result['conv_shapes'] = [
             (name, nst.model[name].get_shape().as_list()[1:3], list(weights[name][0].shape))

@@ -118,7 +118,7 @@ def main(argv=None):
 
     tf = nst_utils.import_tf()
     summaries = {}
-    with tf.Graph().as_default(), tf.Session() as sess:
+    with tf.Graph().as_default(), tf.Session(config=art_generation.session_config()) as sess:
         nst = problem.build(sess, weights, content_image, style_image)
         del weights
         initial_cost = problem.evaluate_costs(sess, nst, x0)[0]
