@@ -29,8 +29,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 import benchmark_problem as problem
 from benchmark_problem import art_generation, nst_utils
 
