@@ -177,7 +177,6 @@ class StyleTransfer(NamedTuple):
     J: object             # scalar tensors ...
     J_content: object
     J_style: object
-    J_tv: object
     train_step: object    # the Adam update op
     stepped_input: object  # the input read after train_step: fetching it runs one step
     gradient: object      # dJ/d(input), for L-BFGS
@@ -188,6 +187,13 @@ class StyleTransfer(NamedTuple):
     def set_input(self, sess, image):
         """Make image (1, H, W, 3) the model's input."""
         sess.run(self.assign_input, {self.input_feed: image})
+
+
+def read_weights(path, content_layer=CONTENT_LAYER, style_layers=STYLE_LAYERS):
+    """The VGG weights a run with these layers needs, and no more (nst_utils.layers_needed):
+    conv1_1 ... conv5_1 for the course's layers."""
+    needed = nst_utils.layers_needed([content_layer] + [name for name, _ in style_layers])
+    return nst_utils.read_vgg_weights(path, layers=needed)
 
 
 def build_style_transfer(sess, weights, content_image, style_images, *, blend_weights=None,
@@ -226,9 +232,8 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     J_style = style_cost_from_grams(model, style_grams, style_layers)
 
     J = total_cost(J_content, J_style, alpha=alpha, beta=beta)
-    J_tv = total_variation_cost(model['input'])
     if tv_weight:
-        J = J + tv_weight * J_tv
+        J = J + tv_weight * total_variation_cost(model['input'])
     optimizer = tf.train.AdamOptimizer(learning_rate)
     # minimize() in two halves, so that L-BFGS can use the same gradient tensor.
     [(gradient, _)] = optimizer.compute_gradients(J, var_list=[model['input']])
@@ -238,7 +243,7 @@ def build_style_transfer(sess, weights, content_image, style_images, *, blend_we
     # A list of the initializers, not tf.global_variables_initializer(): its group op would
     # mark input/Assign, which the session has already seen, and TF warns of such changes.
     initializer = [variable.initializer for variable in tf.global_variables()]
-    nst = StyleTransfer(model, J, J_content, J_style, J_tv, train_step, stepped_input, gradient,
+    nst = StyleTransfer(model, J, J_content, J_style, train_step, stepped_input, gradient,
                         input_feed, assign_input, initializer)
     # model_nn(sess, input_image) finds the graph here, as the notebook finds its globals.
     tf.add_to_collection('style_transfer', nst)
@@ -753,18 +758,17 @@ def run(options):
     check_options(options)
     content, styles, initial = read_inputs(options)
     weights_path = ensure_weights(options)
-    needed = nst_utils.layers_needed([options.content_layer]
-                                     + [name for name, _ in options.style_layers])
-    weights = nst_utils.read_vgg_weights(weights_path, layers=needed)
+    weights = read_weights(weights_path, options.content_layer, options.style_layers)
     check_memory(options, result_height(content, options.width), weights)
     content, styles, initial = size_inputs(options, content, styles, initial)
 
     precision = options.precision
-    if precision == 'bfloat16' and not nst_utils.bfloat16_supported():
+    support = nst_utils.bfloat16_support() if precision == 'bfloat16' else None
+    if precision == 'bfloat16' and support is None:
         print('--precision bfloat16: this CPU has no AVX512_BF16 or AMX-BF16; using float32',
               file=sys.stderr)
         precision = 'float32'
-    elif precision == 'bfloat16' and nst_utils.bfloat16_support() == 'avx512':
+    elif support == 'avx512':
         # Measured on a 2-core Xeon with AVX512_BF16 and no AMX: 1.10 s against 0.61 s per
         # iteration (benchmarks/benchmark.py). Run as asked, but say so.
         print('--precision bfloat16: this CPU has AVX512_BF16 but no AMX; TensorFlow\'s '

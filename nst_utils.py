@@ -324,19 +324,13 @@ def read_mat_cells(path, variable='layers', count=None):
     if count is not None and count < 0:
         raise ValueError('count must be >= 0, not %r' % (count,))
     with open(path, 'rb') as f:
-        names = []
-        for header, reader in _mat_variables(f):
-            if header.name != variable:
-                names.append(header.name)
-                continue
-            if header.cls != _MX_CELL:
-                raise MatFormatError('variable %r is a %s array, not a cell array'
-                                     % (variable, _mat_class_name(header.cls)))
-            total = _mat_count(header.dims)
-            wanted = total if count is None else min(count, total)
-            return [reader.matrix(header.end) for _ in range(wanted)]
-    raise MatFormatError('no variable named %r (variables: %s)'
-                         % (variable, ', '.join(names) or 'none'))
+        header, reader = _mat_find_variable(f, variable)
+        if header.cls != _MX_CELL:
+            raise MatFormatError('variable %r is a %s array, not a cell array'
+                                 % (variable, _mat_class_name(header.cls)))
+        total = _mat_count(header.dims)
+        wanted = total if count is None else min(count, total)
+        return [reader.matrix(header.end) for _ in range(wanted)]
 
 
 def read_mat_variable(path, variable):
@@ -345,11 +339,18 @@ def read_mat_variable(path, variable):
     Variables stored before it are skipped by their byte counts; those after it are not read.
     """
     with open(path, 'rb') as f:
-        names = []
-        for header, reader in _mat_variables(f):
-            if header.name == variable:
-                return reader.body(header)
-            names.append(header.name)
+        header, reader = _mat_find_variable(f, variable)
+        return reader.body(header)
+
+
+def _mat_find_variable(f, variable):
+    """(header, reader) of the top-level variable named `variable` in the open file; the ones
+    before it are skipped by their byte counts."""
+    names = []
+    for header, reader in _mat_variables(f):
+        if header.name == variable:
+            return header, reader
+        names.append(header.name)
     raise MatFormatError('no variable named %r (variables: %s)'
                          % (variable, ', '.join(names) or 'none'))
 

@@ -71,28 +71,19 @@ RSS_ITERATIONS = 5  # of the command-line run whose peak memory is reported
 # 1. The minimal work of one iteration
 # ----------------------------------------------------------------------------------------------
 
-def deepest_cost_layer(content_layer=art_generation.CONTENT_LAYER,
-                       style_layers=art_generation.STYLE_LAYERS):
-    """The deepest layer the cost reads (conv5_1 for the course): nothing after it is needed."""
-    names = [content_layer] + [name for name, _ in style_layers]
-    return max(names, key=nst_utils.VGG19_LAYERS.index)
-
-
-def work_per_iteration(conv_shapes, deepest):
+def work_per_iteration(conv_shapes):
     """FLOPs of one iteration, layer by layer, from the shapes of the built graph.
 
-    conv_shapes: [(name, (H, W) of the output map, (kh, kw, in, out) kernel), ...] in order.
-    A SAME stride-1 convolution has its output map's size at its input, so it does
-    H W kh kw in out multiply-adds; the gradient with respect to its input (backward-data)
-    does as many. Every conv up to `deepest` runs forward, and the gradient goes back through
-    all of them to the image (conv1_1's backward-data included; no gradient for the weights).
-    Returns [(name, (H, W), kernel, forward FLOPs, backward-data FLOPs), ...].
+    conv_shapes: [(name, (H, W) of the output map, (kh, kw, in, out) kernel), ...] in order;
+    the graph holds the convolutions up to the deepest layer the cost reads (conv5_1 for the
+    course), as art_generation.read_weights reads no more. A SAME stride-1 convolution has its
+    output map's size at its input, so it does H W kh kw in out multiply-adds; the gradient with
+    respect to its input (backward-data) does as many. Every conv runs forward, and the gradient
+    goes back through all of them to the image (conv1_1's backward-data included; no gradient
+    for the weights). Returns [(name, (H, W), kernel, forward FLOPs, backward-data FLOPs), ...].
     """
     rows = []
-    last = nst_utils.VGG19_LAYERS.index(deepest)
     for name, (height, width), kernel in conv_shapes:
-        if nst_utils.VGG19_LAYERS.index(name) > last:
-            continue
         multiply_adds = height * width * int(np.prod(kernel))
         rows.append((name, (height, width), tuple(kernel), 2 * multiply_adds, 2 * multiply_adds))
     return rows
@@ -135,7 +126,7 @@ def run_worker(spec):
         stages[name] = time.perf_counter() - start
 
     tf = nst_utils.import_tf()
-    weights = nst_utils.read_vgg_weights(spec['weights'])
+    weights = art_generation.read_weights(spec['weights'])
     stage('read weights')
     content_image, style_image = problem.load_images(spec['width'], spec['height'])
     x0 = problem.initial_image(content_image, spec['seed'])
@@ -465,9 +456,8 @@ def main(argv=None):
     info['load_average_at_start'] = load_at_start
 
     any_run = next(iter(results.values()))
-    work = work_per_iteration(any_run['conv_shapes'], deepest_cost_layer())
-    print('Problem size %dx%d; layers up to %s' % (args.width, args.height,
-                                                   deepest_cost_layer()))
+    work = work_per_iteration(any_run['conv_shapes'])
+    print('Problem size %dx%d; layers up to %s' % (args.width, args.height, work[-1][0]))
     flops = print_work(work)
     print('fp32 matmul GFLOP/s before / after the runs: ' + ', '.join(
         '%d: %.1f / %.1f' % (n, rates_before[n], rates_after[n]) for n in rates))

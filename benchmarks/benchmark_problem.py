@@ -83,7 +83,7 @@ def build(sess, weights, content_image, style_image, precision='float32'):
 
 def evaluate_costs(sess, nst, image):
     """(J, J_content, J_style) of image in the built graph (the variable is overwritten)."""
-    nst.model['input'].load(image, sess)
+    nst.set_input(sess, image)
     return tuple(float(c) for c in sess.run([nst.J, nst.J_content, nst.J_style]))
 
 

@@ -110,7 +110,7 @@ def main(argv=None):
     if args.iterations < 1 or args.seconds <= 0:
         raise SystemExit('--iterations and --seconds must be positive')
     args.height = max(1, round(args.width * 3 / 4))
-    weights = nst_utils.read_vgg_weights(problem.weights_file(args.cache, with_fc=False))
+    weights = art_generation.read_weights(problem.weights_file(args.cache, with_fc=False))
     content_image, style_image = problem.load_images(args.width, args.height)
     x0 = problem.initial_image(content_image, args.seed)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import art_generation  # noqa: E402
 import nst_utils  # noqa: E402
 from benchmark_problem import DEFAULT_CACHE, initial_image, load_images, weights_file  # noqa: E402,E501
 
@@ -64,8 +65,8 @@ def main():
 
     height, width = options.width * 3 // 4, options.width
     wanted = set(STYLE_LAYERS) | {CONTENT_LAYER}
-    raw = nst_utils.read_vgg_weights(weights_file(DEFAULT_CACHE, with_fc=False),
-                                     layers=nst_utils.layers_needed(sorted(wanted)))
+    raw = art_generation.read_weights(weights_file(DEFAULT_CACHE, with_fc=False),
+                                      CONTENT_LAYER, [(name, 0.2) for name in STYLE_LAYERS])
     # MatConvNet (3, 3, in, out) -> PyTorch (out, in, 3, 3)
     weights = {name: (torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))),
                       torch.from_numpy(bias)) for name, (kernel, bias) in raw.items()}
