@@ -664,7 +664,9 @@ def test_sigkill_mid_run_leaves_only_whole_images(tmp_path, tiny_model, pics):
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and process.poll() is None:
-            if out_dir.is_dir() and sum(name.endswith('.png') for name in os.listdir(out_dir)) >= 8:
+            # Whole images only: a hidden temp file (.7.png.xxxx.png) also ends in .png.
+            if out_dir.is_dir() and sum(name.endswith('.png') and not name.startswith('.')
+                                        for name in os.listdir(out_dir)) >= 8:
                 break
             time.sleep(0.02)
         assert process.poll() is None, process.stderr.read()
