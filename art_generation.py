@@ -73,24 +73,7 @@ def unrolled_gram(activations):
 
     m, n_H, n_W, n_C = activations.get_shape().as_list()
     unrolled = tf.reshape(activations, [n_H * n_W, n_C])  # (1, n_H, n_W, n_C) -> (n_H*n_W, n_C)
-    return _symmetric_gram(unrolled)
-
-
-def _symmetric_gram(unrolled):
-    """unrolled^T unrolled for (n_H*n_W, n_C) input, with a one-matmul gradient.
-
-    Autodiff would differentiate each side of the product separately (two (n_H*n_W, n_C) matmuls
-    and their sum); since G = A^T A, dJ/dA = A (dG + dG^T) is a single matmul.
-    """
-    import tensorflow.compat.v1 as tf
-
-    @tf.custom_gradient
-    def gram(a):
-        def gradient(d_gram):
-            return tf.matmul(a, d_gram + tf.transpose(d_gram))  # (n_H*n_W, n_C) @ (n_C, n_C)
-        return tf.matmul(a, a, transpose_a=True), gradient
-
-    return gram(unrolled)
+    return tf.matmul(unrolled, unrolled, transpose_a=True)
 
 
 def layer_style_cost_from_gram(GS, a_G):
@@ -103,11 +86,24 @@ def layer_style_cost_from_gram(GS, a_G):
     import tensorflow.compat.v1 as tf
 
     m, n_H, n_W, n_C = a_G.get_shape().as_list()
-    GG = unrolled_gram(a_G)
-    GS = tf.cast(GS, GG.dtype)
+    GS = tf.cast(GS, a_G.dtype)
     # The constant in floating point: as an int32 product it overflows on real layers
     # (conv1_1 at 300x400: 4 * 64^2 * 120000^2 ~ 2.4e14).
-    return tf.reduce_sum(tf.square(GS - GG)) / (4.0 * n_C ** 2 * float(n_H * n_W) ** 2)
+    denominator = 4.0 * n_C ** 2 * float(n_H * n_W) ** 2
+
+    # With R = GS - A^T A, dJ/dA = -2 A (R + R^T) / denominator = -4 A R / denominator, as R is
+    # symmetric (both Grams are): one matmul, with the scalars applied to the small R rather
+    # than to the (n_H*n_W, n_C) result. Autodiff would add a transpose and several passes.
+    @tf.custom_gradient
+    def cost(unrolled):
+        residual = GS - tf.matmul(unrolled, unrolled, transpose_a=True)  # (n_C, n_C)
+
+        def gradient(d_cost):
+            return tf.matmul(unrolled, residual * (-4.0 * d_cost / denominator))
+
+        return tf.reduce_sum(tf.square(residual)) / denominator, gradient
+
+    return cost(tf.reshape(a_G, [n_H * n_W, n_C]))  # (1, n_H, n_W, n_C) -> (n_H*n_W, n_C)
 
 
 def compute_layer_style_cost(a_S, a_G):

@@ -182,10 +182,13 @@ def test_cost_functions_do_not_touch_a_session():
         assert graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES) == []
 
 
-@pytest.mark.parametrize('shape', [(1, 3, 5, 2), (1, 38, 50, 64)], ids=['3x5x2', '38x50x64'])
-def test_style_cost_gradient_matches_numpy(shape):
-    """The Gram matrix has a hand-written gradient (one matmul); check it against the
-    analytic float64 gradient dJ/dA = 4 c A (G_G - G_S), c = 1 / (4 n_C^2 (n_H n_W)^2)."""
+@pytest.mark.parametrize('shape, weight', [((1, 3, 5, 2), 1.0), ((1, 38, 50, 64), 1.0),
+                                           ((1, 4, 6, 3), 0.2)],
+                         ids=['3x5x2', '38x50x64', '4x6x3-weighted'])
+def test_style_cost_gradient_matches_numpy(shape, weight):
+    """The layer style cost has a hand-written gradient (one matmul); check it against the
+    analytic float64 gradient dJ/dA = 4 c A (G_G - G_S), c = 1 / (4 n_C^2 (n_H n_W)^2), also
+    when the cost enters the total with a weight (the upstream gradient is not 1)."""
     rng = np.random.default_rng(7)
     a_S = rng.normal(size=shape).astype(np.float32)
     a_G = rng.normal(size=shape).astype(np.float32)
@@ -193,9 +196,9 @@ def test_style_cost_gradient_matches_numpy(shape):
     S = a_S.astype(np.float64).reshape(n_H * n_W, n_C)
     A = a_G.astype(np.float64).reshape(n_H * n_W, n_C)
     c = 1.0 / (4.0 * n_C ** 2 * (n_H * n_W) ** 2)
-    expected = (4 * c * A @ (A.T @ A - S.T @ S)).reshape(shape)
+    expected = (weight * 4 * c * A @ (A.T @ A - S.T @ S)).reshape(shape)
     with tf.Graph().as_default():
         a_G_t = tf.constant(a_G)
-        gradient = tf.gradients(ag.compute_layer_style_cost(a_S, a_G_t), a_G_t)[0]
+        gradient = tf.gradients(weight * ag.compute_layer_style_cost(a_S, a_G_t), a_G_t)[0]
         actual = run(gradient)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
