@@ -9,6 +9,7 @@ that need them.
 """
 
 import hashlib
+import math
 import os
 import sys
 import tempfile
@@ -255,7 +256,7 @@ def download_vgg_model(dest=None, url=VGG_URL, sha256=VGG_SHA256, retries=3, tim
             last_error = str(error) or type(error).__name__
         if attempt < retries:
             time.sleep(min(2 ** attempt, 10))
-    if last_error is not None and unreachable and not os.path.exists(part_path):
+    if unreachable and not os.path.exists(part_path):
         raise DownloadError('%s cannot be reached (%s; offline?)' % (url, last_error),
                             offline=True)
     if last_error is not None:
@@ -292,6 +293,10 @@ class MatFormatError(ValueError):
     """A MAT-file this reader cannot read: not v5, truncated, damaged or unsupported (one line)."""
 
 
+class MatNotCellError(MatFormatError):
+    """The variable read_mat_cells was asked for is not a cell array."""
+
+
 _MAT_HEADER_BYTES = 128
 _MI_MATRIX = 14
 _MI_COMPRESSED = 15
@@ -326,9 +331,9 @@ def read_mat_cells(path, variable='layers', count=None):
     with open(path, 'rb') as f:
         header, reader = _mat_find_variable(f, variable)
         if header.cls != _MX_CELL:
-            raise MatFormatError('variable %r is a %s array, not a cell array'
+            raise MatNotCellError('variable %r is a %s array, not a cell array'
                                  % (variable, _mat_class_name(header.cls)))
-        total = _mat_count(header.dims)
+        total = math.prod(header.dims)
         wanted = total if count is None else min(count, total)
         return [reader.matrix(header.end) for _ in range(wanted)]
 
@@ -385,19 +390,13 @@ def mat_file_truncated(path):
         return end > size
 
 
-def _mat_class_name(cls):
-    names = {_MX_CELL: 'cell', _MX_STRUCT: 'struct', _MX_CHAR: 'char', 6: 'double', 7: 'single',
+_MX_NAMES = {_MX_CELL: 'cell', _MX_STRUCT: 'struct', _MX_CHAR: 'char', 6: 'double', 7: 'single',
              8: 'int8', 9: 'uint8', 10: 'int16', 11: 'uint16', 12: 'int32', 13: 'uint32',
-             14: 'int64', 15: 'uint64'}
-    names.update(_MX_UNSUPPORTED)
-    return names.get(cls, 'unknown class %d' % cls)
+             14: 'int64', 15: 'uint64', **_MX_UNSUPPORTED}
 
 
-def _mat_count(dims):
-    count = 1
-    for d in dims:
-        count *= d
-    return count
+def _mat_class_name(cls):
+    return _MX_NAMES.get(cls, 'unknown class %d' % cls)
 
 
 def _mat_check_header(head, size):
@@ -469,7 +468,7 @@ def _mat_variables(f):
             reader = _MatReader(_MatFileSource(f, size, pos), order)
             end = following
         else:
-            reader = _MatReader(_MatZlibSource(f, size, pos, nbytes), order)
+            reader = _MatReader(_MatZlibSource(f, pos, nbytes), order)
             end = _ZLIB_MAX_RATIO * nbytes + 64
         header = reader.header(end)
         if header is not None:  # a variable written as a bare tag has no name: skip it
@@ -531,13 +530,12 @@ class _MatZlibSource:
     _IN_CHUNK = 1 << 17
     _OUT_MIN = 1 << 16
 
-    def __init__(self, f, size, pos, nbytes):
+    def __init__(self, f, pos, nbytes):
         import zlib
 
         self._zlib_error = zlib.error
         self._z = zlib.decompressobj()
         self._f = f
-        self._size = size
         self._offset = pos
         self._in_pos = pos + 8
         self._in_end = pos + 8 + nbytes
@@ -731,7 +729,7 @@ class _MatReader:
     def body(self, header):
         """The value of the array whose header was just read; leaves the source at its end."""
         cls, dims, end = header.cls, header.dims, header.end
-        count = _mat_count(dims)
+        count = math.prod(dims)
         if header.cls in _MX_DTYPES:
             value = self.numeric(header, count)
         elif cls == _MX_CHAR:
@@ -785,7 +783,7 @@ class _MatReader:
         except UnicodeDecodeError as error:
             raise self.error(at, 'undecodable characters (%s)' % error) from None
         dims = header.dims
-        rows = _mat_count(dims[:-1])
+        rows = math.prod(dims[:-1])
         if count == 0:
             return ''
         if not data:
@@ -838,10 +836,10 @@ def read_vgg_weights(path, layers=VGG19_CONV_LAYERS):
     """Read the conv kernels and biases of MatConvNet's imagenet-vgg-verydeep-19.mat.
 
     Returns {name: (W, b)} with W float32 (3, 3, in, out) as stored (no transpose, as in the
-    course) and b float32 (out,). Only the first 37 layer structs (conv1_1 ... pool5, about
-    80 MB) are read; the fully connected layers after them are not. Fields are read by name, so
-    their order in the struct does not matter. Raises WeightsError with a one-line message when
-    the file is not that file.
+    course) and b float32 (out,). Only the layer structs up to the deepest of `layers` are read
+    (for all 16 conv layers: conv1_1 ... conv5_4, about 80 MB); the fully connected layers after
+    them never are. Fields are read by name, so their order in the struct does not matter.
+    Raises WeightsError with a one-line message when the file is not that file.
     """
     if not os.path.exists(path):
         raise WeightsError('%s: weights file not found' % path)
@@ -869,13 +867,13 @@ def read_vgg_weights(path, layers=VGG19_CONV_LAYERS):
         if 'layers' not in names:
             raise WeightsError('%s: has no "layers" variable; not a MatConvNet model file'
                                % path)
-        cells = read_mat_cells(path, 'layers', count=len(VGG19_LAYERS) - 6)  # up to pool5
+        deepest = max((VGG19_LAYERS.index(name) for name in layers), default=-1)
+        cells = read_mat_cells(path, 'layers', count=deepest + 1)
+    except MatNotCellError:
+        raise WeightsError('%s: "layers" is not a 1xN cell array of layer structs'
+                           % path) from None
     except MatFormatError as error:
-        message = _one_line(error)
-        if 'not a cell array' in message:
-            raise WeightsError('%s: "layers" is not a 1xN cell array of layer structs'
-                               % path) from None
-        raise WeightsError(damaged % message) from None
+        raise WeightsError(damaged % _one_line(error)) from None
 
     records = [cell if isinstance(cell, dict) else None for cell in cells]
     names_in_file = [_field_text(record, 'name') for record in records]
@@ -883,7 +881,7 @@ def read_vgg_weights(path, layers=VGG19_CONV_LAYERS):
     for name in layers:
         index = VGG19_LAYERS.index(name)
         record = records[index] if index < len(records) else None
-        found = _field_text(record, 'name')
+        found = names_in_file[index] if index < len(names_in_file) else None
         if found != name:
             where = ('it holds %r' % found) if found else 'there is no layer struct there'
             hint = (' (%r is at index %d)' % (name, names_in_file.index(name))
@@ -967,11 +965,6 @@ def bfloat16_support():
     return 'avx512' if 'avx512_bf16' in flags else None
 
 
-def bfloat16_supported():
-    """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16)."""
-    return bfloat16_support() is not None
-
-
 VGG_WEIGHTS_COLLECTION = 'vgg_weights'
 
 
@@ -1017,7 +1010,7 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
     derived = []  # variables computed from loaded ones, initialised after them
 
     def weight(value, name):
-        value = value.astype(compute_dtype.as_numpy_dtype)
+        value = value.astype(compute_dtype.as_numpy_dtype, copy=False)
         if sess is None:
             return tf.constant(value, name=name)
         variable = tf.Variable(tf.zeros(value.shape, compute_dtype), trainable=False,
@@ -1036,10 +1029,10 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
         if name.startswith('conv'):
             kernel, bias = weights[name]
             with tf.variable_scope(name):
-                wide = kernel.shape[2] >= TRANSPOSED_CONV_MIN_CHANNELS
+                transposed = _runs_transposed(kernel.shape[2])
                 kernel, bias = weight(kernel, 'W'), weight(bias, 'b')
                 rotated = None
-                if wide and sess is not None:
+                if transposed and sess is not None:
                     # Stored, rotated in the session (no second copy in NumPy); with constants
                     # grappler folds the rotation instead.
                     rotated = tf.Variable(rotate_kernel(kernel), trainable=False,
@@ -1053,7 +1046,6 @@ def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
             graph[key] = exposed(current)
     if to_load:
         sess.run([v.initializer for v in created], feed_dict=to_load)
-        to_load.clear()
         sess.run([v.initializer for v in derived])
     return graph
 
@@ -1168,6 +1160,12 @@ def _register_narrow_conv_gradient():
         pass
 
 
+def _runs_transposed(channels_in):
+    """Whether _conv2d_same runs a layer with this many input channels as a transposed
+    convolution (and so wants its rotated kernel)."""
+    return NARROW_CONV_MAX_CHANNELS < channels_in and channels_in >= TRANSPOSED_CONV_MIN_CHANNELS
+
+
 def _conv2d_same(x, kernel, rotated=None):
     """conv2d(x, kernel, stride 1, SAME), fast in both directions on oneDNN.
 
@@ -1189,7 +1187,7 @@ def _conv2d_same(x, kernel, rotated=None):
         _register_narrow_conv_gradient()
         with tf.get_default_graph().gradient_override_map({'Conv2D': _NARROW_CONV_GRADIENT}):
             return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
-    if channels_in < TRANSPOSED_CONV_MIN_CHANNELS:
+    if not _runs_transposed(channels_in):
         return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
     if rotated is None:
         rotated = rotate_kernel(kernel)
@@ -1225,8 +1223,9 @@ def load_vgg_model(path=None, image_height=None, image_width=None, pooling='avg'
 # Memory: estimate a run before building it
 # ----------------------------------------------------------------------------------------------
 
-# Conv layers per block of VGG-19 (conv1_1..conv1_2, ..., conv5_1..conv5_4).
-VGG19_BLOCK_DEPTHS = (2, 2, 4, 4, 4)
+# Conv layers per block of VGG-19 (conv1_1..conv1_2, ..., conv5_1..conv5_4): 2, 2, 4, 4, 4.
+VGG19_BLOCK_DEPTHS = tuple(sum(name.startswith('conv%d_' % block) for name in VGG19_CONV_LAYERS)
+                           for block in range(1, 6))
 VGG19_WIDTHS = (64, 128, 256, 512, 512)  # output channels of each block in the real file
 
 

@@ -81,27 +81,23 @@ def work_per_iteration(conv_shapes):
     output map's size at its input, so it does H W kh kw in out multiply-adds; the gradient with
     respect to its input (backward-data) does as many. Every conv runs forward, and the gradient
     goes back through all of them to the image (conv1_1's backward-data included; no gradient
-    for the weights). Returns [(name, (H, W), kernel, forward FLOPs, backward-data FLOPs), ...].
+    for the weights). Returns [(name, (H, W), kernel, FLOPs of each direction), ...].
     """
-    rows = []
-    for name, (height, width), kernel in conv_shapes:
-        multiply_adds = height * width * int(np.prod(kernel))
-        rows.append((name, (height, width), tuple(kernel), 2 * multiply_adds, 2 * multiply_adds))
-    return rows
+    return [(name, (height, width), tuple(kernel), 2 * height * width * int(np.prod(kernel)))
+            for name, (height, width), kernel in conv_shapes]
 
 
 def print_work(rows):
     print('Minimal work per iteration (2 FLOPs per multiply-add):')
     print('  %-8s %-9s %-16s %10s %15s' % ('layer', 'map', 'kernel', 'forward', 'backward-data'))
-    for name, (height, width), kernel, forward, backward in rows:
+    for name, (height, width), kernel, flops in rows:
         print('  %-8s %-9s %-16s %9.2fG %14.2fG' % (name, '%dx%d' % (height, width),
-                                                   'x'.join(map(str, kernel)), forward / 1e9,
-                                                   backward / 1e9))
-    forward = sum(r[3] for r in rows)
-    backward = sum(r[4] for r in rows)
-    print('  %-35s %9.2fG %14.2fG   = %.1f GFLOP' % ('total', forward / 1e9, backward / 1e9,
-                                                    (forward + backward) / 1e9))
-    return forward + backward
+                                                   'x'.join(map(str, kernel)), flops / 1e9,
+                                                   flops / 1e9))
+    one_way = sum(row[3] for row in rows)
+    print('  %-35s %9.2fG %14.2fG   = %.1f GFLOP' % ('total', one_way / 1e9, one_way / 1e9,
+                                                    2 * one_way / 1e9))
+    return 2 * one_way
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +111,7 @@ def peak_rss_bytes():
 def run_worker(spec):
     """Measure one precision in this (fresh) process; returns a dict of plain numbers.
 
-    spec: weights, precision, width, height, seed, warmup, iterations, quality_iterations,
+    spec: weights, precision, width, seed, warmup, iterations, quality_iterations,
     save_final (a .npy path for the final image, or None), evaluate (.npy images to cost).
     """
     import tensorflow  # noqa: F401  Not timed: start-up is measured beyond this import.
@@ -129,7 +125,7 @@ def run_worker(spec):
     tf = nst_utils.import_tf()
     weights = art_generation.read_weights(spec['weights'])
     stage('read weights')
-    content_image, style_image = problem.load_images(spec['width'], spec['height'])
+    content_image, style_image = problem.load_images(spec['width'])
     x0 = problem.initial_image(content_image, spec['seed'])
     stage('read images')
     result = {'precision': spec['precision']}
@@ -243,7 +239,7 @@ def matmul_peak(sizes=MATMUL_SIZES, repeats=5, dtype='float32'):
 # 4. The machine and the report
 # ----------------------------------------------------------------------------------------------
 
-def machine():
+def machine(bf16_support):
     info = {'cpu': platform.processor() or platform.machine(), 'flags': set()}
     try:
         with open('/proc/cpuinfo') as f:
@@ -259,20 +255,12 @@ def machine():
     return {'cpu': info['cpu'], 'logical_cpus': os.cpu_count(),
             'usable_cpus': len(os.sched_getaffinity(0)),
             'avx512f': 'avx512f' in info['flags'],
-            'bf16': nst_utils.bfloat16_support(),
+            'bf16': bf16_support,
             'tensorflow': tensorflow.__version__, 'python': platform.python_version()}
 
 
 def relative(a, b):
     return abs(a - b) / abs(b)
-
-
-def print_table(rows):
-    """rows: (figure, value text, target text, verdict or '')."""
-    widths = [max(len(row[k]) for row in rows) for k in range(3)]
-    for row in rows:
-        print('  %-*s  %-*s  %-*s  %s' % (widths[0], row[0], widths[1], row[1], widths[2],
-                                           row[2], row[3]))
 
 
 def verdict(ok):
@@ -371,7 +359,7 @@ def report(args, info, results, rates, flops, bf16_rates=None):
             rows.append(('bf16 result costed in fp32 vs fp32', '%.2f %%' % (100 * difference),
                          'within %.0f %%' % (100 * TARGET_BF16_COST),
                          verdict(difference <= TARGET_BF16_COST)))
-    print_table(rows)
+    problem.print_table(rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,13 +367,8 @@ def report(args, info, results, rates, flops, bf16_rates=None):
 # ----------------------------------------------------------------------------------------------
 
 def at_least(minimum):
-    def parse(text):
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError('%s: must be at least %d' % (text, minimum))
-        return value
-    parse.__name__ = 'whole number'
-    return parse
+    """An argparse type: a whole number >= minimum (the command line's own checks)."""
+    return art_generation._number(int, minimum, name='whole number')
 
 
 def build_parser():
@@ -401,7 +384,8 @@ def build_parser():
     parser.add_argument('--warmup', type=at_least(0), default=3,
                         help='untimed iterations after the first one')
     parser.add_argument('--width', type=at_least(16), default=problem.WIDTH,
-                        help='image width; the height is 3/4 of it (400x300 is the course)')
+                        help='image width; the height follows the content image (400x300 is '
+                             'the course)')
     parser.add_argument('--cache', default=problem.DEFAULT_CACHE, metavar='DIR',
                         help='folder for the generated weight files (git-ignored by default)')
     parser.add_argument('--skip-startup', action='store_true',
@@ -419,9 +403,9 @@ def build_parser():
     return parser
 
 
-def precisions_to_run(requested, bf16_supported):
+def precisions_to_run(requested, bf16_support):
     precisions = ['float32', 'bfloat16'] if requested == 'both' else [requested]
-    if 'bfloat16' in precisions and not bf16_supported:
+    if 'bfloat16' in precisions and bf16_support is None:
         print('bfloat16: this CPU has no AVX512_BF16 or AMX-BF16, so the project falls back to '
               'float32; bfloat16 is not measured', file=sys.stderr)
         precisions = ['float32']
@@ -433,10 +417,11 @@ def main(argv=None):
     if args.worker:
         print('RESULT ' + json.dumps(run_worker(json.loads(args.worker))), flush=True)
         return 0
-    args.height = max(1, round(args.width * 3 / 4))
+    args.height = problem.image_height(args.width)
     load_at_start = os.getloadavg()[0]  # other work on the machine skews every figure
     weights = problem.weights_file(args.cache, with_fc=not args.skip_startup)
-    precisions = precisions_to_run(args.precision, nst_utils.bfloat16_supported())
+    bf16_support = nst_utils.bfloat16_support()
+    precisions = precisions_to_run(args.precision, bf16_support)
 
     print('Measuring the fp32 matmul peak ...', file=sys.stderr, flush=True)
     rates_before = matmul_peak()
@@ -446,7 +431,7 @@ def main(argv=None):
         for precision in sorted(precisions):
             final = os.path.join(scratch, precision + '.npy')
             spec = {'weights': weights, 'precision': precision, 'width': args.width,
-                    'height': args.height, 'seed': args.seed, 'warmup': args.warmup,
+                    'seed': args.seed, 'warmup': args.warmup,
                     'iterations': args.iterations,
                     'quality_iterations': args.quality_iterations if args.quality else 0,
                     'save_final': final if args.quality else None,
@@ -470,7 +455,7 @@ def main(argv=None):
         print('Measuring the bf16 matmul peak ...', file=sys.stderr, flush=True)
         bf16_rates = matmul_peak(dtype='bfloat16')
     busy = max(abs(rates_before[n] - rates_after[n]) / rates[n] for n in rates) > BUSY_SPREAD
-    info = machine()
+    info = machine(bf16_support)
     info['load_average_at_start'] = load_at_start
 
     any_run = next(iter(results.values()))
@@ -495,14 +480,8 @@ def main(argv=None):
                 'bf16_matmul_gflops': bf16_rates,
                 'machine_busy': busy,
                 'runs': results}
-        nst_utils.atomic_write(args.json, lambda temp: _write_json(temp, data))
+        problem.write_json(args.json, data)
     return 0
-
-
-def _write_json(path, data):
-    with open(path, 'w') as f:
-        json.dump(data, f, indent=2)
-        f.write('\n')
 
 
 if __name__ == '__main__':

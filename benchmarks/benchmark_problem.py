@@ -13,6 +13,8 @@ and are written once, atomically (temp file, then rename):
     vgg19-random-full.mat   with fc6-fc8 (about 575 MB): the real file's size, for start-up time
 """
 
+import argparse
+import json
 import os
 import sys
 import tempfile
@@ -32,7 +34,7 @@ import vgg_fixture  # noqa: E402  (tests/vgg_fixture.py: only NumPy at import)
 
 DEFAULT_CACHE = os.path.join(PROJECT_DIR, '.cache', 'benchmarks')
 WEIGHT_FILES = {False: 'vgg19-random-conv.mat', True: 'vgg19-random-full.mat'}
-WIDTH, HEIGHT = 400, 300  # the course's size
+WIDTH = 400  # the course's size: 400x300 with the repo's 4:3 content image
 SEED = 1  # initial noise, so every run starts from the same image
 
 
@@ -56,16 +58,40 @@ def weights_file(cache_dir, with_fc):
     return path
 
 
-def load_images(width=WIDTH, height=HEIGHT):
-    """The repo's content and style images at width x height, as the CLI sizes them.
+def load_images(width=WIDTH):
+    """The repo's content and style images as `art_generation.py --width width` sizes them
+    (art_generation.size_inputs: the height follows the content's aspect ratio).
 
     Returns (content_image, style_image), each (1, height, width, 3) mean-subtracted.
     """
-    content = nst_utils.resize_image(nst_utils.read_image(nst_utils.CONFIG.CONTENT_IMAGE),
-                                     width, height)
-    style = nst_utils.fit_image(nst_utils.read_image(nst_utils.CONFIG.STYLE_IMAGE), width, height)
+    content = nst_utils.read_image(nst_utils.CONFIG.CONTENT_IMAGE)
+    style = nst_utils.read_image(nst_utils.CONFIG.STYLE_IMAGE)
+    content, [style], _ = art_generation.size_inputs(argparse.Namespace(width=width), content,
+                                                      [style], None)
     return (nst_utils.reshape_and_normalize_image(content),
             nst_utils.reshape_and_normalize_image(style))
+
+
+def image_height(width=WIDTH):
+    """The height of the problem at this width (300 at 400), as load_images gives it."""
+    return art_generation.result_height(nst_utils.read_image(nst_utils.CONFIG.CONTENT_IMAGE),
+                                        width)
+
+
+def print_table(rows):
+    """rows: tuples of cells, the first the header; printed in aligned columns."""
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+    for row in rows:
+        print('  ' + '  '.join('%-*s' % (w, cell) for w, cell in zip(widths, row)).rstrip())
+
+
+def write_json(path, data):
+    """Write data to path as indented JSON, atomically."""
+    def write(temp):
+        with open(temp, 'w') as f:
+            json.dump(data, f, indent=2)
+            f.write('\n')
+    nst_utils.atomic_write(path, write)
 
 
 def initial_image(content_image, seed=SEED):

@@ -26,7 +26,6 @@ Run (from the repo root; about 5 minutes with the defaults on a 2-core machine):
 """
 
 import argparse
-import json
 import sys
 
 import benchmark_problem as problem
@@ -77,9 +76,7 @@ def print_results(args, initial_cost, summaries):
             '%.1f s' % by_count['seconds'] if by_count else '',
             '%.6g' % by_time['costs'][0] if by_time else 'n/a (no iteration)',
             '%d (%.1f s)' % (by_time['iteration'], by_time['seconds']) if by_time else '0'))
-    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
-    for row in rows:
-        print('  ' + '  '.join('%-*s' % (w, cell) for w, cell in zip(widths, row)))
+    problem.print_table(rows)
     for column, key in (('iterations', 'at_iterations'), ('wall time', 'at_seconds')):
         adam, lbfgs = summaries['adam'].get(key), summaries['lbfgs'].get(key)
         if adam and lbfgs:
@@ -92,26 +89,25 @@ def build_parser():
         description='Cost reached by Adam and by L-BFGS-B on the benchmark problem, after the '
                     'same number of iterations and after the same wall time.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--iterations', type=int, default=50,
+    parser.add_argument('--iterations', type=art_generation.positive_int, default=50,
                         help='compare the costs after this many iterations')
-    parser.add_argument('--seconds', type=float, default=60.0,
+    parser.add_argument('--seconds', type=art_generation.positive_float, default=60.0,
                         help='compare the costs after this much optimisation time')
-    parser.add_argument('--width', type=int, default=problem.WIDTH,
-                        help='image width; the height is 3/4 of it')
+    parser.add_argument('--width', type=art_generation.positive_int, default=problem.WIDTH,
+                        help='image width; the height follows the content image')
     parser.add_argument('--cache', default=problem.DEFAULT_CACHE, metavar='DIR',
                         help='folder of the generated weight file')
-    parser.add_argument('--seed', type=int, default=problem.SEED, help='seed of the initial noise')
+    parser.add_argument('--seed', type=art_generation.non_negative_int, default=problem.SEED,
+                        help='seed of the initial noise')
     parser.add_argument('--json', metavar='PATH', help='also write the numbers to this file')
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.iterations < 1 or args.seconds <= 0:
-        raise SystemExit('--iterations and --seconds must be positive')
-    args.height = max(1, round(args.width * 3 / 4))
     weights = art_generation.read_weights(problem.weights_file(args.cache, with_fc=False))
-    content_image, style_image = problem.load_images(args.width, args.height)
+    content_image, style_image = problem.load_images(args.width)
+    args.height = content_image.shape[1]
     x0 = problem.initial_image(content_image, args.seed)
 
     tf = nst_utils.import_tf()
@@ -136,9 +132,7 @@ def main(argv=None):
     print_results(args, initial_cost, summaries)
     if args.json:
         data = {'options': vars(args), 'initial_cost': initial_cost, 'runs': summaries}
-        with open(args.json, 'w') as f:
-            json.dump(data, f, indent=2)
-            f.write('\n')
+        problem.write_json(args.json, data)
     return 0
 
 

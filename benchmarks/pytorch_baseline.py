@@ -13,20 +13,15 @@ PyTorch is not a dependency of the project: install it for this script only
 """
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmark_problem import (DEFAULT_CACHE, WIDTH, art_generation, initial_image, load_images,
+                               nst_utils, weights_file)
 
-import art_generation  # noqa: E402
-import nst_utils  # noqa: E402
-from benchmark_problem import DEFAULT_CACHE, initial_image, load_images, weights_file  # noqa: E402,E501
-
-STYLE_LAYERS = ('conv1_1', 'conv2_1', 'conv3_1', 'conv4_1', 'conv5_1')
-CONTENT_LAYER = 'conv4_2'
+STYLE_LAYERS = art_generation.STYLE_LAYERS  # [(name, coefficient), ...]
+CONTENT_LAYER = art_generation.CONTENT_LAYER
 
 
 def vgg_activations(torch, image, weights, wanted):
@@ -56,21 +51,24 @@ def gram(activations):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--iterations', type=int, default=10, help='timed iterations')
-    parser.add_argument('--warmup', type=int, default=3, help='untimed iterations first')
-    parser.add_argument('--width', type=int, default=400, help='image width (height 3/4)')
+    parser.add_argument('--iterations', type=art_generation.positive_int, default=10,
+                        help='timed iterations')
+    parser.add_argument('--warmup', type=art_generation.non_negative_int, default=3,
+                        help='untimed iterations first')
+    parser.add_argument('--width', type=art_generation.positive_int, default=WIDTH,
+                        help='image width; the height follows the content image')
     options = parser.parse_args()
 
     import torch
 
-    height, width = options.width * 3 // 4, options.width
-    wanted = set(STYLE_LAYERS) | {CONTENT_LAYER}
-    raw = art_generation.read_weights(weights_file(DEFAULT_CACHE, with_fc=False),
-                                      CONTENT_LAYER, [(name, 0.2) for name in STYLE_LAYERS])
+    style_names = {name for name, _ in STYLE_LAYERS}
+    wanted = style_names | {CONTENT_LAYER}
+    raw = art_generation.read_weights(weights_file(DEFAULT_CACHE, with_fc=False))
     # MatConvNet (3, 3, in, out) -> PyTorch (out, in, 3, 3)
     weights = {name: (torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))),
                       torch.from_numpy(bias)) for name, (kernel, bias) in raw.items()}
-    content_image, style_image = load_images(width, height)  # (1, H, W, 3), as benchmark.py
+    content_image, style_image = load_images(options.width)  # (1, H, W, 3), as benchmark.py
+    _, height, width, _ = content_image.shape
 
     def to_torch(batch):  # (1, H, W, 3) -> (1, 3, H, W) float32
         return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32))
@@ -79,7 +77,7 @@ def main():
     with torch.no_grad():
         a_C = vgg_activations(torch, content, weights, {CONTENT_LAYER})[CONTENT_LAYER]
         style_grams = {name: gram(a) for name, a in
-                       vgg_activations(torch, style, weights, set(STYLE_LAYERS)).items()}
+                       vgg_activations(torch, style, weights, style_names).items()}
 
     image = to_torch(initial_image(content_image)).requires_grad_()
     optimizer = torch.optim.Adam([image], lr=2.0)
@@ -91,9 +89,10 @@ def main():
         _, channels, h, w = a_G.shape
         J_content = ((a_C - a_G) ** 2).sum() / (4.0 * h * w * channels)
         J_style = 0
-        for name in STYLE_LAYERS:
+        for name, coefficient in STYLE_LAYERS:
             _, channels, h, w = layers[name].shape
-            J_style = J_style + 0.2 * ((style_grams[name] - gram(layers[name])) ** 2).sum() / (
+            residual = style_grams[name] - gram(layers[name])
+            J_style = J_style + coefficient * (residual ** 2).sum() / (
                 4.0 * channels ** 2 * float(h * w) ** 2)
         J = 10 * J_content + 40 * J_style
         J.backward()

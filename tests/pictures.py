@@ -1,6 +1,25 @@
-"""Generated test pictures and small image helpers shared by the end-to-end tests."""
+"""Generated test pictures, small image helpers and the course's constants shared by the
+end-to-end tests."""
+import re
+
 import numpy as np
 from PIL import Image
+
+# The course's mean pixel, written out (not read from nst_utils).
+MEANS = np.array([123.68, 116.779, 103.939]).reshape((1, 1, 1, 3))
+
+# The course prints, every 20 iterations:
+#   print("Iteration " + str(i) + " :")
+#   print("total cost = " + str(Jt))
+#   print("content cost = " + str(Jc))
+#   print("style cost = " + str(Js))
+COURSE_BLOCK = re.compile(r'^Iteration (\d+) :\ntotal cost = (\S+)\ncontent cost = (\S+)\n'
+                          r'style cost = (\S+)$', re.M)
+
+
+def parse_blocks(stdout):
+    """[(iteration, total, content, style)] of the course's printed blocks in stdout."""
+    return [(int(i), float(t), float(c), float(s)) for i, t, c, s in COURSE_BLOCK.findall(stdout)]
 
 
 def smooth_picture(width, height):
@@ -20,6 +39,19 @@ def striped_picture(width, height, seed=0):
     y, x = np.mgrid[0:height, 0:width]
     shift = np.random.default_rng(seed).integers(0, 4, size=height)[:, None]
     return palette[((x + y) // 3 + shift) % 4]
+
+
+def checker_picture(width, height, square=6, colours=((250, 0, 250), (0, 250, 250))):
+    """Squares of two colours, the first at the top-left corner."""
+    y, x = np.mgrid[0:height, 0:width]
+    first = ((x // square + y // square) % 2 == 0)[..., None]
+    return np.where(first, np.array(colours[0]), np.array(colours[1])).astype(np.uint8)
+
+
+def save_png(path, pixels):
+    """Write pixels as a PNG at path; return the path as a str."""
+    Image.fromarray(pixels).save(str(path))
+    return str(path)
 
 
 def read_rgb(path):

@@ -23,8 +23,8 @@ from PIL import Image
 
 import art_generation as ag
 import nst_utils
-import vgg_fixture
-from pictures import block_means, read_rgb, smooth_picture, striped_picture
+from pictures import (MEANS, block_means, checker_picture, parse_blocks, read_rgb, save_png,
+                      smooth_picture, striped_picture)
 
 tf = nst_utils.import_tf()
 
@@ -34,11 +34,8 @@ SCRIPT = str(PROJECT_DIR / 'art_generation.py')
 # From the issues and the course, written out rather than read from the code.
 VGG_URL = 'https://www.vlfeat.org/matconvnet/models/imagenet-vgg-verydeep-19.mat'
 VGG_SHA256 = 'abdb57167f82a2a1fbab1e1c16ad9373411883f262a1a37ee5db2e6fb0044695'
-MEANS = np.array([123.68, 116.779, 103.939]).reshape((1, 1, 1, 3))
 COURSE_STYLE_LAYERS = [('conv1_1', 0.2), ('conv2_1', 0.2), ('conv3_1', 0.2), ('conv4_1', 0.2),
                        ('conv5_1', 0.2)]
-COURSE_BLOCK = re.compile(r'^Iteration (\d+) :\ntotal cost = (\S+)\ncontent cost = (\S+)\n'
-                          r'style cost = (\S+)$', re.M)
 # Every option issue 3 names.
 OPTIONS = ('--content', '--style', '--style-blend-weights', '--output-dir', '--model',
            '--no-download', '--iterations', '--learning-rate', '--alpha', '--beta',
@@ -53,29 +50,10 @@ WIDTH, HEIGHT = 64, 48  # the generated content is 4:3
 # Generated inputs
 # ----------------------------------------------------------------------------------------------
 
-
-
-
-
-def checker_picture(width, height, square=6, colours=((250, 0, 250), (0, 250, 250))):
-    y, x = np.mgrid[0:height, 0:width]
-    first = ((x // square + y // square) % 2 == 0)[..., None]
-    return np.where(first, np.array(colours[0]), np.array(colours[1])).astype(np.uint8)
-
-
-def save_png(path, pixels):
-    Image.fromarray(pixels).save(path)
-    return str(path)
-
-
-
-
 def image_size(path):
     with Image.open(path) as image:
         image.load()  # decodes the whole file
         return image.size
-
-
 
 
 def total_variation(pixels):
@@ -83,13 +61,6 @@ def total_variation(pixels):
     pixels = np.asarray(pixels, dtype=np.float64)
     return (np.sum((pixels[1:] - pixels[:-1]) ** 2)
             + np.sum((pixels[:, 1:] - pixels[:, :-1]) ** 2))
-
-
-@pytest.fixture(scope='session')
-def tiny_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('tiny-vgg') / 'imagenet-vgg-verydeep-19.mat')
-    vgg_fixture.write_vgg19_mat(path, seed=0)
-    return path
 
 
 @pytest.fixture(scope='session')
@@ -151,17 +122,16 @@ class Run(SimpleNamespace):
     """code, out, err and dir of one CLI run."""
 
     def blocks(self):
-        return [(int(i), float(t), float(c), float(s))
-                for i, t, c, s in COURSE_BLOCK.findall(self.out)]
+        return parse_blocks(self.out)
 
     def numbered_pngs(self):
         return sorted(int(name[:-4]) for name in os.listdir(self.dir)
                       if re.fullmatch(r'\d+\.png', name))
 
 
-def cli_argv(tiny_model, pics, out_dir, options, content=None, styles=None, width=WIDTH,
+def cli_argv(tiny_vgg_file, pics, out_dir, options, content=None, styles=None, width=WIDTH,
              iterations=3, seed=0, progress=False):
-    argv = ['--model', tiny_model, '--no-download', '--content', content or pics.content,
+    argv = ['--model', tiny_vgg_file, '--no-download', '--content', content or pics.content,
             '--style', *(styles or [pics.style]), '--width', str(width),
             '--iterations', str(iterations), '--output-dir', str(out_dir)]
     if seed is not None:
@@ -195,11 +165,11 @@ def _option(argv, name, default):
 
 
 @pytest.fixture
-def cli(capsys, tiny_model, pics, tmp_path):
+def cli(capsys, tiny_vgg_file, pics, tmp_path):
     """cli(*options, name=..., content=..., styles=..., width=..., iterations=..., seed=...)."""
     def run(*options, name='out', check=True, **settings):
         out_dir = tmp_path / name
-        argv = cli_argv(tiny_model, pics, out_dir, options, **settings)
+        argv = cli_argv(tiny_vgg_file, pics, out_dir, options, **settings)
         capsys.readouterr()
         code = ag.main(argv)
         out, err = capsys.readouterr()
@@ -212,11 +182,11 @@ REFERENCE_ITERATIONS = 11
 
 
 @pytest.fixture(scope='module')
-def reference(tiny_model, pics, tmp_path_factory):
+def reference(tiny_vgg_file, pics, tmp_path_factory):
     """One run with the course's settings, shared by several tests (runs cost about a second):
     seed 0, 11 iterations, every one printed, 0/5/10.png saved, the progress bar on."""
     out_dir = tmp_path_factory.mktemp('reference') / 'out'
-    argv = cli_argv(tiny_model, pics, out_dir, ['--print-every', '1', '--save-every', '5'],
+    argv = cli_argv(tiny_vgg_file, pics, out_dir, ['--print-every', '1', '--save-every', '5'],
                     iterations=REFERENCE_ITERATIONS, progress=True)
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
@@ -371,8 +341,9 @@ def test_invalid_option_values_exit_2_with_one_line_naming_the_option(capsys, tm
     assert not os.path.exists(tmp_path / 'out' / 'generated_image.jpg')
 
 
-def test_blend_weights_must_match_the_styles(capsys, pics, tmp_path, tiny_model):
-    line = usage_error(capsys, ['--model', tiny_model, '--no-download', '--content', pics.content,
+def test_blend_weights_must_match_the_styles(capsys, pics, tmp_path, tiny_vgg_file):
+    line = usage_error(capsys, ['--model', tiny_vgg_file, '--no-download',
+                                '--content', pics.content,
                                 '--style', pics.style, pics.style2, '--style-blend-weights', '1',
                                 '--output-dir', str(tmp_path / 'out')])
     assert '--style-blend-weights' in line
@@ -441,9 +412,9 @@ def test_preserve_colors_keeps_the_content_chroma(cli, spy, pics):
         chroma_error = np.abs(ycc[..., 1:] - content_ycc[..., 1:])[representable]
         assert chroma_error.max() <= 2, i
     # The final image: the luminance of the styled result, the content's chroma.
-    final = np.asarray(Image.fromarray(read_rgb(run.dir / '10.png')).convert('YCbCr')).astype(int)
-    representable = np.all((read_rgb(run.dir / '10.png') > 0)
-                           & (read_rgb(run.dir / '10.png') < 255), axis=-1)
+    last = read_rgb(run.dir / '10.png')
+    final = np.asarray(Image.fromarray(last).convert('YCbCr')).astype(int)
+    representable = np.all((last > 0) & (last < 255), axis=-1)
     assert np.abs(final[..., 0] - raw_ycc[..., 0])[representable].max() <= 2
 
 
@@ -619,14 +590,14 @@ def test_missing_weights_with_no_download(tmp_path, pics):
 
 
 @pytest.fixture(scope='module')
-def quiet_child(tiny_model, pics, tmp_path_factory):
+def quiet_child(tiny_vgg_file, pics, tmp_path_factory):
     """A short run without TF_CPP_MIN_LOG_LEVEL, started in the background so that its
     TensorFlow import overlaps the Ctrl-C test's (both tests ask for it)."""
     folder = tmp_path_factory.mktemp('quiet')
     env = child_env()
     env.pop('TF_CPP_MIN_LOG_LEVEL', None)
     process = subprocess.Popen(
-        [sys.executable, SCRIPT, '--model', tiny_model, '--no-download', '--content',
+        [sys.executable, SCRIPT, '--model', tiny_vgg_file, '--no-download', '--content',
          pics.content, '--style', pics.style, '--width', '32', '--iterations', '1',
          '--output-dir', str(folder / 'out'), '--no-progress'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder, env=env)
@@ -636,10 +607,10 @@ def quiet_child(tiny_model, pics, tmp_path_factory):
         process.communicate()
 
 
-def test_ctrl_c_saves_the_latest_image_and_exits_130(tmp_path, tiny_model, pics, quiet_child):
+def test_ctrl_c_saves_the_latest_image_and_exits_130(tmp_path, tiny_vgg_file, pics, quiet_child):
     out_dir = tmp_path / 'out'
     process = subprocess.Popen(
-        [sys.executable, SCRIPT, '--model', tiny_model, '--no-download', '--content',
+        [sys.executable, SCRIPT, '--model', tiny_vgg_file, '--no-download', '--content',
          pics.content, '--style', pics.style, '--width', '48', '--iterations', '1000000',
          # Only iteration 0 is printed: the line must be flushed, not wait in a pipe's buffer.
          '--print-every', '100000', '--save-every', '1', '--output-dir', str(out_dir),

@@ -6,7 +6,6 @@ connects directly. time.sleep in nst_utils is replaced so retries are instant.
 """
 
 import hashlib
-import http.client
 import os
 import random
 import re

@@ -49,10 +49,11 @@ def test_grayscale(tmp_path):
 def test_grayscale_with_alpha_is_composited_on_white(tmp_path):
     path = save(Image.fromarray(np.dstack([GREYS, ALPHAS]), 'LA'), tmp_path / 'la.png', 'LA')
     expected = np.repeat(over_white(GREYS, ALPHAS)[..., None], 3, axis=2)
-    assert_pixels(nst_utils.read_image(path), expected)
+    actual = nst_utils.read_image(path)
+    assert_pixels(actual, expected)
     # Fully transparent pixels are white whatever their grey; opaque ones keep it.
-    assert tuple(nst_utils.read_image(path)[0, 0]) == (255, 255, 255)  # grey 0, alpha 0
-    assert tuple(nst_utils.read_image(path)[1, 3]) == (255, 255, 255)  # grey 255, alpha 255
+    assert tuple(actual[0, 0]) == (255, 255, 255)  # grey 0, alpha 0
+    assert tuple(actual[1, 3]) == (255, 255, 255)  # grey 255, alpha 255
 
 
 def test_rgba_is_composited_on_white(tmp_path):
@@ -87,8 +88,9 @@ def test_palette_with_transparency(tmp_path):
     with Image.open(path) as check:
         assert 'transparency' in check.info
     expected = np.array([[over_white(PALETTE[i], alphas[i]) for i in row] for row in INDICES])
-    assert_pixels(nst_utils.read_image(path), expected)
-    assert tuple(nst_utils.read_image(path)[0, 0]) == (255, 255, 255)  # not (10, 20, 30)
+    actual = nst_utils.read_image(path)
+    assert_pixels(actual, expected)
+    assert tuple(actual[0, 0]) == (255, 255, 255)  # not (10, 20, 30)
 
 
 def test_palette_with_one_transparent_index_gif(tmp_path):

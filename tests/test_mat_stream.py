@@ -23,6 +23,7 @@ import scipy.sparse
 import nst_utils
 import vgg_fixture
 from nst_utils import MatFormatError, mat_file_truncated, read_mat_cells
+from vgg_fixture import write_mat
 
 NEEDED = 37  # conv1_1 .. pool5
 
@@ -125,12 +126,6 @@ def assert_same(ours, expected, where='value'):
             assert np.array_equal(ours, expected, equal_nan=ours.dtype.kind in 'fc'), where
 
 
-def write(tmp_path, name='vgg.mat', **options):
-    path = str(tmp_path / name)
-    vgg_fixture.write_vgg19_mat(path, **options)
-    return path
-
-
 def first_tag(path, offset=128):
     """(type, byte count) of the top-level element at offset, read with plain NumPy."""
     with open(path, 'rb') as f:
@@ -145,7 +140,7 @@ def end_of_needed_cells(tmp_path, **options):
     Measured on a 37-layer file written with the same seed (the first 37 layers are the same
     and its 1x37 header is as long as the 1x43 one): its `layers` variable ends there.
     """
-    path = write(tmp_path, 'first37.mat', with_fc=False, **options)
+    path = write_mat(tmp_path, 'first37.mat', with_fc=False, **options)
     mdtype, nbytes = first_tag(path)
     assert mdtype == 14  # miMATRIX, uncompressed
     return 128 + 8 + nbytes
@@ -186,7 +181,7 @@ VARIANTS = {
 @pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'zlib'])
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_first_cells_equal_loadmat(tmp_path, variant, compressed):
-    path = write(tmp_path, do_compression=compressed, **VARIANTS[variant])
+    path = write_mat(tmp_path, do_compression=compressed, **VARIANTS[variant])
     written = vgg_fixture.build_layers(layout='old' if variant == 'old' else 'current')
     expected = loadmat(path)['layers']
     assert expected.shape == (1, 43)
@@ -213,7 +208,7 @@ def test_first_cells_equal_loadmat(tmp_path, variant, compressed):
 
 @pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'zlib'])
 def test_count_none_reads_all_cells(tmp_path, compressed):
-    path = write(tmp_path, do_compression=compressed)
+    path = write_mat(tmp_path, do_compression=compressed)
     expected = loadmat(path)['layers']
 
     cells = read_mat_cells(path)
@@ -230,7 +225,7 @@ def test_count_none_reads_all_cells(tmp_path, compressed):
 
 @pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'zlib'])
 def test_other_variables_read_whole(tmp_path, compressed):
-    path = write(tmp_path, do_compression=compressed)
+    path = write_mat(tmp_path, do_compression=compressed)
     expected = loadmat(path)
 
     assert nst_utils.mat_variable_names(path) == ['layers', 'meta']
@@ -293,7 +288,7 @@ def test_assorted_values_equal_loadmat(tmp_path):
 
 @pytest.mark.parametrize('fill', [b'\0', b'\xff'], ids=['zeros', 'ones'])
 def test_bytes_after_the_needed_cells_are_not_read(tmp_path, fill):
-    path = write(tmp_path)
+    path = write_mat(tmp_path)
     boundary = end_of_needed_cells(tmp_path)
     assert boundary < os.path.getsize(path) - 1000  # fc6 ... prob and meta follow
     layers = loadmat(path)['layers']
@@ -312,7 +307,7 @@ def test_bytes_after_the_needed_cells_are_not_read(tmp_path, fill):
 
 def test_damage_just_before_the_boundary_is_noticed(tmp_path):
     """The boundary measured above is exact: the last 8 bytes of cell 36 are needed."""
-    path = write(tmp_path)
+    path = write_mat(tmp_path)
     boundary = end_of_needed_cells(tmp_path)
     overwrite(path, boundary - 8, byte=b'\xff')
 
@@ -338,7 +333,7 @@ def compressed_input_needed(path, decompressed_bytes):
 
 
 def test_compressed_data_after_the_needed_cells_is_not_read(tmp_path):
-    path = write(tmp_path, do_compression=True)
+    path = write_mat(tmp_path, do_compression=True)
     # The zlib stream decompresses to the uncompressed variable (tag included), so cell 37
     # starts at the same offset in it as in the file minus the 128-byte header.
     needed = compressed_input_needed(path, end_of_needed_cells(tmp_path) - 128)
@@ -411,7 +406,7 @@ def test_unsupported_cells_after_the_needed_ones_are_skipped(tmp_path):
 @pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'zlib'])
 @pytest.mark.parametrize('fraction', [0.1, 0.3, 0.5])
 def test_truncated_file_raises_with_the_offset(tmp_path, compressed, fraction):
-    path = write(tmp_path, do_compression=compressed)
+    path = write_mat(tmp_path, do_compression=compressed)
     size = int(os.path.getsize(path) * fraction)
     cut(path, size)
 
@@ -425,7 +420,7 @@ def test_truncated_file_raises_with_the_offset(tmp_path, compressed, fraction):
 
 @pytest.mark.parametrize('size', [0, 10, 127])
 def test_truncated_header(tmp_path, size):
-    path = write(tmp_path)
+    path = write_mat(tmp_path)
     cut(path, size)
 
     assert mat_file_truncated(path)
@@ -438,7 +433,7 @@ def test_truncated_header(tmp_path, size):
 @pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'zlib'])
 def test_mat_file_truncated_false_for_complete_files(tmp_path, compressed, layout):
     options = {'with_fc': False} if layout == 'no_fc' else {'layout': layout}
-    path = write(tmp_path, do_compression=compressed, **options)
+    path = write_mat(tmp_path, do_compression=compressed, **options)
     loadmat(path)  # complete
 
     assert mat_file_truncated(path) is False
@@ -446,7 +441,7 @@ def test_mat_file_truncated_false_for_complete_files(tmp_path, compressed, layou
 
 @pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'zlib'])
 def test_mat_file_truncated_true_for_cut_files(tmp_path, compressed):
-    path = write(tmp_path, do_compression=compressed)
+    path = write_mat(tmp_path, do_compression=compressed)
     size = os.path.getsize(path)
     with open(path, 'rb') as f:
         original = f.read()
@@ -458,7 +453,7 @@ def test_mat_file_truncated_true_for_cut_files(tmp_path, compressed):
 
 def test_mat_file_truncated_reads_only_tags(tmp_path):
     """Damage inside the variables does not matter to the check; a damaged tag does."""
-    path = write(tmp_path)
+    path = write_mat(tmp_path)
     _, nbytes = first_tag(path)
     overwrite(path, 200, 128 + 8 + nbytes, byte=b'\xff')
     assert mat_file_truncated(path) is False
@@ -497,7 +492,7 @@ def test_damaged_byte_count_fails_before_allocating(tmp_path):
 
 
 def test_damaged_compressed_data(tmp_path):
-    path = write(tmp_path, do_compression=True)
+    path = write_mat(tmp_path, do_compression=True)
     overwrite(path, 2000, 2400, byte=b'\x55')
 
     with pytest.raises(MatFormatError, match='compressed'):
@@ -505,7 +500,7 @@ def test_damaged_compressed_data(tmp_path):
 
 
 def test_error_messages(tmp_path):
-    path = write(tmp_path)
+    path = write_mat(tmp_path)
     with pytest.raises(MatFormatError, match=r"no variable named 'weights' \(variables: "
                                              r"layers, meta\)"):
         read_mat_cells(path, 'weights')
@@ -591,17 +586,11 @@ def test_big_endian_file_was_covered():
 # Real widths (about 80 MB, a few seconds): values, time and memory
 # ----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def real_width_file(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('real') / 'vgg_conv.mat')
-    layers = vgg_fixture.write_vgg19_mat(path, widths=vgg_fixture.REAL_WIDTHS, with_fc=False)
-    weights = vgg_fixture.weights_by_name(layers)
-    del layers
-    return path, weights
-
-
-def test_real_widths_equal_loadmat_fast_one_copy(real_width_file):
-    path, weights = real_width_file
+def test_real_widths_equal_loadmat_fast_one_copy(real_width_vgg_file):
+    path = real_width_vgg_file
+    # The arrays written to that file, rebuilt (deterministic per seed) rather than kept in memory.
+    weights = vgg_fixture.weights_by_name(
+        vgg_fixture.build_layers(vgg_fixture.REAL_WIDTHS, with_fc=False))
     total = sum(k.nbytes + b.nbytes for k, b in weights.values())
     assert 79e6 < total < 81e6
 
@@ -629,8 +618,8 @@ def test_real_widths_equal_loadmat_fast_one_copy(real_width_file):
 
 def test_compressed_read_allocates_one_copy(tmp_path):
     # fc6 (12.8 MB) is larger than the cells read: decompressing it would show in the peak.
-    path = write(tmp_path, widths=(32, 64, 128, 128, 128), fc_widths=(512, 16, 10),
-                 do_compression=True)
+    path = write_mat(tmp_path, widths=(32, 64, 128, 128, 128), fc_widths=(512, 16, 10),
+                     do_compression=True)
     expected = loadmat(path)['layers'][0]
     total = sum(c[0, 0]['weights'][0, 0].nbytes + c[0, 0]['weights'][0, 1].nbytes
                 for c in expected.matlab[:NEEDED] if c[0, 0]['type'][0] == 'conv')

@@ -5,7 +5,6 @@ takes a fraction of a second. Expected values come from the course (its print fo
 beta 40, the file names, the save_image formula) or from NumPy, never from the code under test.
 """
 import os
-import re
 import signal
 
 import numpy as np
@@ -14,53 +13,23 @@ from PIL import Image
 
 import art_generation as ag
 import nst_utils
-import vgg_fixture
-from pictures import block_means, read_rgb, smooth_picture, striped_picture
+from pictures import (MEANS, block_means, checker_picture, parse_blocks, read_rgb,
+                      smooth_picture, striped_picture)
 
 tf = nst_utils.import_tf()
 
-# The course's mean pixel, written out (not read from nst_utils).
-MEANS = np.array([123.68, 116.779, 103.939]).reshape((1, 1, 1, 3))
 HEIGHT, WIDTH = 48, 64
-
-# The course prints, every 20 iterations:
-#   print("Iteration " + str(i) + " :")
-#   print("total cost = " + str(Jt))
-#   print("content cost = " + str(Jc))
-#   print("style cost = " + str(Js))
-COURSE_BLOCK = re.compile(r'^Iteration (\d+) :\ntotal cost = (\S+)\ncontent cost = (\S+)\n'
-                          r'style cost = (\S+)$', re.M)
+BLACK_AND_WHITE = ((255, 255, 255), (0, 0, 0))  # checkerboard: every pixel at a bound of 0..255
 
 
 @pytest.fixture(scope='module')
-def tiny_weights(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('tiny-vgg') / 'imagenet-vgg-verydeep-19.mat')
-    vgg_fixture.write_vgg19_mat(path, seed=0)
-    return nst_utils.read_vgg_weights(path)
-
-
-
-
-
-
-def checkerboard(width, height, square=8):
-    """Black and white squares: every pixel sits at a bound of the valid range."""
-    y, x = np.mgrid[0:height, 0:width]
-    board = np.where(((x // square + y // square) % 2 == 0)[..., None], 255, 0)
-    return np.broadcast_to(board, (height, width, 3)).astype(np.uint8)
+def tiny_weights(tiny_vgg_file):
+    return nst_utils.read_vgg_weights(tiny_vgg_file)
 
 
 def normalised(pixels):
     """(H, W, 3) uint8 -> (1, H, W, 3) float with the mean pixel removed, as the course does."""
     return pixels[None].astype(np.float64) - MEANS
-
-
-
-
-
-
-def parse_blocks(stdout):
-    return [(int(i), float(t), float(c), float(s)) for i, t, c, s in COURSE_BLOCK.findall(stdout)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +121,8 @@ def test_lbfgs_keeps_every_pixel_in_range_where_adam_does_not(tiny_weights, tmp_
     """Start from a black-and-white checkerboard (every pixel at a bound) toward a textured
     style: unconstrained Adam pushes pixels out of 0..255, L-BFGS-B never does, and its cost
     falls at every iteration."""
-    board = normalised(checkerboard(WIDTH, HEIGHT))
+    board_pixels = checker_picture(WIDTH, HEIGHT, 8, BLACK_AND_WHITE)
+    board = normalised(board_pixels)
     style = normalised(striped_picture(WIDTH, HEIGHT, seed=3))
     start = board.astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
@@ -180,7 +150,7 @@ def test_lbfgs_keeps_every_pixel_in_range_where_adam_does_not(tiny_weights, tmp_
     saved = read_rgb(tmp_path / 'l' / 'generated_image.jpg')
     expected = np.clip(pixels[0], 0, 255).astype(np.uint8)
     assert np.abs(block_means(saved) - block_means(expected)).mean() < 4  # JPEG
-    assert np.abs(block_means(saved) - block_means(checkerboard(WIDTH, HEIGHT))).mean() > 20
+    assert np.abs(block_means(saved) - block_means(board_pixels)).mean() > 20
 
 
 # ----------------------------------------------------------------------------------------------

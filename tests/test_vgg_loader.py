@@ -6,19 +6,18 @@ below). Expected values are computed independently with NumPy in float64, or tak
 document and the course, never from the code under test.
 """
 
-import os
 import re
 
 import numpy as np
 import pytest
 import scipy.io
-import tensorflow.compat.v1 as tf
 
 import nst_utils
 import vgg_fixture
 from nst_utils import WeightsError
+from vgg_fixture import write_mat
 
-tf.disable_v2_behavior()
+tf = nst_utils.import_tf()
 
 # From MATCONVNET_VGG19.md, written out here rather than taken from nst_utils or the fixture.
 DOC_LAYER_NAMES = (
@@ -43,17 +42,9 @@ TINY = vgg_fixture.TINY_WIDTHS
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='session')
-def tiny(tmp_path_factory):
-    """(path, {name: (W, b)}) of a tiny-width file in the documented layout."""
-    path = str(tmp_path_factory.mktemp('vgg') / 'imagenet-vgg-verydeep-19.mat')
-    layers = vgg_fixture.write_vgg19_mat(path, seed=0)
-    return path, vgg_fixture.weights_by_name(layers)
-
-
-def write(tmp_path, name='vgg.mat', **options):
-    path = str(tmp_path / name)
-    vgg_fixture.write_vgg19_mat(path, **options)
-    return path
+def tiny(tiny_vgg_file):
+    """(path, {name: (W, b)}) of a tiny-width file in the documented layout (seed 0)."""
+    return tiny_vgg_file, vgg_fixture.weights_by_name(vgg_fixture.build_layers(seed=0))
 
 
 def assert_one_line_naming(error, path):
@@ -204,7 +195,7 @@ def test_real_widths_have_documented_shapes_and_size():
     assert 540 * 2 ** 20 < vgg_fixture.file_size_estimate(vgg_fixture.REAL_WIDTHS) < 560 * 2 ** 20
 
 
-def test_generator_is_deterministic_per_seed(tmp_path):
+def test_generator_is_deterministic_per_seed():
     a = vgg_fixture.weights_by_name(vgg_fixture.build_layers(seed=3))
     b = vgg_fixture.weights_by_name(vgg_fixture.build_layers(seed=3))
     c = vgg_fixture.weights_by_name(vgg_fixture.build_layers(seed=4))
@@ -235,7 +226,7 @@ def test_read_vgg_weights_returns_stored_kernels_and_flat_biases(tiny):
 
 
 def test_fields_are_read_by_name(tmp_path, tiny):
-    path = write(tmp_path, layers_override=vgg_fixture.reorder_fields)
+    path = write_mat(tmp_path, layers_override=vgg_fixture.reorder_fields)
     record = scipy.io.loadmat(path)['layers'][0][0][0][0]
     # The reordering is real: field 2 is no longer the weights, so positional reads would fail.
     assert record.dtype.names[2] != 'weights' and record.dtype.names[-1] == 'name'
@@ -249,7 +240,7 @@ def test_fields_are_read_by_name(tmp_path, tiny):
 def test_compressed_and_fc_less_files_load_the_same(tmp_path, tiny):
     expected = nst_utils.read_vgg_weights(tiny[0])
     for options in ({'do_compression': True}, {'with_fc': False}):
-        weights = nst_utils.read_vgg_weights(write(tmp_path, **options))
+        weights = nst_utils.read_vgg_weights(write_mat(tmp_path, **options))
         for name in CONV_NAMES:
             np.testing.assert_array_equal(weights[name][0], expected[name][0])
             np.testing.assert_array_equal(weights[name][1], expected[name][1])
@@ -288,16 +279,14 @@ def test_load_vgg_model_default_size_spatial_shapes(tiny):
             assert tuple(graph[key].shape.as_list()) == expected_shape(key, 300, 400, TINY), key
 
 
-def test_load_vgg_model_real_widths_shapes(tmp_path):
+def test_load_vgg_model_real_widths_shapes(real_width_vgg_file):
     """Real channel widths (no fc layers, 80 MB): the course's (1, 38, 50, 512) etc."""
-    path = write(tmp_path, widths=vgg_fixture.REAL_WIDTHS, with_fc=False)
     with tf.Graph().as_default():
-        graph = nst_utils.load_vgg_model(path)
+        graph = nst_utils.load_vgg_model(real_width_vgg_file)
         assert graph['conv1_1'].shape.as_list() == [1, 300, 400, 64]
         assert graph['conv4_2'].shape.as_list() == [1, 38, 50, 512]
         assert graph['avgpool4'].shape.as_list() == [1, 19, 25, 512]
         assert graph['avgpool5'].shape.as_list() == [1, 10, 13, 512]
-    os.remove(path)
 
 
 def test_conv1_1_equals_numpy(tiny):
@@ -378,7 +367,7 @@ def test_directory_instead_of_file(tmp_path):
 
 
 def test_renamed_layer(tmp_path):
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.rename_layer(
+    path = write_mat(tmp_path, layers_override=lambda ls: vgg_fixture.rename_layer(
         ls, 'conv3_2', 'conv3_x'))
     with pytest.raises(WeightsError, match=r"layer 12 should be 'conv3_2' but it holds "
                                            r"'conv3_x'") as info:
@@ -387,7 +376,7 @@ def test_renamed_layer(tmp_path):
 
 
 def test_removed_layer_names_where_the_expected_one_is(tmp_path):
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.remove_layer(ls, 'relu2_1'))
+    path = write_mat(tmp_path, layers_override=lambda ls: vgg_fixture.remove_layer(ls, 'relu2_1'))
     assert scipy.io.loadmat(path)['layers'].shape == (1, 42)
     with pytest.raises(WeightsError, match=r"layer 7 should be 'conv2_2' but it holds "
                                            r"'relu2_2' \('conv2_2' is at index 6\)") as info:
@@ -401,14 +390,14 @@ def test_index_hint_counts_non_struct_cells(tmp_path):
         layers[1] = np.zeros((1, 1))  # relu1_1 replaced by a plain number
         layers[2], layers[3] = layers[3], layers[2]  # conv1_2 now at file index 3
         return layers
-    path = write(tmp_path, layers_override=edit)
+    path = write_mat(tmp_path, layers_override=edit)
     with pytest.raises(WeightsError, match=r"'conv1_2' is at index 3\)"):
         nst_utils.read_vgg_weights(path)
 
 
 @pytest.mark.parametrize('shape', [(5, 5, 4, 8), (3, 3, 4), (1, 1, 4, 8)])
 def test_kernel_of_wrong_shape(tmp_path, shape):
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
+    path = write_mat(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
         ls, 'conv2_1', shape=shape))
     with pytest.raises(WeightsError, match=r'layer conv2_1: kernel has shape %s'
                                            % re.escape(str(shape))) as info:
@@ -418,7 +407,7 @@ def test_kernel_of_wrong_shape(tmp_path, shape):
 
 def test_bias_count_mismatch(tmp_path):
     bias = np.zeros((7, 1), np.float32)
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
+    path = write_mat(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
         ls, 'conv3_3', shape=(3, 3, 8, 8), bias=bias))
     with pytest.raises(WeightsError, match=r'layer conv3_3: 7 biases for 8 output') as info:
         nst_utils.read_vgg_weights(path)
@@ -427,34 +416,26 @@ def test_bias_count_mismatch(tmp_path):
 
 def test_integer_kernel(tmp_path):
     kernel = np.ones((3, 3, 3, TINY[0]), np.int32)
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
+    path = write_mat(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
         ls, 'conv1_1', kernel=kernel))
     with pytest.raises(WeightsError, match=r'layer conv1_1: weights are int32') as info:
         nst_utils.read_vgg_weights(path)
     assert_one_line_naming(info.value, path)
 
 
-def test_kernel_with_wrong_input_channels_is_caught_by_the_loader(tmp_path):
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
+def test_kernel_with_wrong_input_channels_is_caught_by_the_loader_naming_the_file(tmp_path):
+    path = write_mat(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
         ls, 'conv2_1', shape=(3, 3, TINY[0] + 1, TINY[1])))
     with tf.Graph().as_default():
         with pytest.raises(WeightsError, match=r'layer conv2_1: kernel has shape \(3, 3, 5, 8\), '
                                                r'expected 4 input channels') as info:
             nst_utils.load_vgg_model(path, 8, 8)
     assert '\n' not in str(info.value)
-
-
-def test_kernel_with_wrong_input_channels_names_the_file(tmp_path):
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.replace_kernel(
-        ls, 'conv2_1', shape=(3, 3, TINY[0] + 1, TINY[1])))
-    with tf.Graph().as_default():
-        with pytest.raises(WeightsError) as info:
-            nst_utils.load_vgg_model(path, 8, 8)
     assert_one_line_naming(info.value, path)
 
 
 def test_no_layers_variable(tmp_path):
-    path = write(tmp_path, omit_layers=True)
+    path = write_mat(tmp_path, omit_layers=True)
     assert 'meta' in scipy.io.loadmat(path)
     with pytest.raises(WeightsError, match=r'has no "layers" variable') as info:
         nst_utils.read_vgg_weights(path)
@@ -470,7 +451,7 @@ def test_layers_not_a_cell(tmp_path):
 
 
 def test_old_matconvnet_layout(tmp_path):
-    path = write(tmp_path, layout='old')
+    path = write_mat(tmp_path, layout='old')
     contents = scipy.io.loadmat(path)
     assert 'normalization' in contents and 'meta' not in contents
     assert 'filters' in contents['layers'][0][0].dtype.names
@@ -481,7 +462,7 @@ def test_old_matconvnet_layout(tmp_path):
 
 
 def test_filters_field_without_top_level_normalization(tmp_path):
-    path = write(tmp_path, layers_override=lambda ls: vgg_fixture.rename_field(
+    path = write_mat(tmp_path, layers_override=lambda ls: vgg_fixture.rename_field(
         ls, 'conv1_1', 'weights', 'filters'))
     with pytest.raises(WeightsError, match=r'layer conv1_1 has "filters" instead of "weights"'
                                            r'.*old MatConvNet') as info:
@@ -492,7 +473,7 @@ def test_filters_field_without_top_level_normalization(tmp_path):
 @pytest.mark.parametrize('compressed', [False, True])
 @pytest.mark.parametrize('fraction', [0.02, 0.3, 0.6, 0.9])
 def test_truncated_file(tmp_path, compressed, fraction):
-    path = write(tmp_path, do_compression=compressed)
+    path = write_mat(tmp_path, do_compression=compressed)
     vgg_fixture.truncate_file(path, fraction)
     with pytest.raises(WeightsError, match=r'cannot be read .*truncated or damaged') as info:
         nst_utils.read_vgg_weights(path)
@@ -518,9 +499,9 @@ def test_empty_or_foreign_file(tmp_path, content, what):
     assert_one_line_naming(info.value, path)
 
 
-def test_graph_stops_where_the_weights_stop(tmp_path):
+def test_graph_stops_where_the_weights_stop(tiny):
     """Reading only the layers a cost needs (layers_needed) builds the graph up to there."""
-    path = write(tmp_path)
+    path = tiny[0]
     needed = nst_utils.layers_needed(['conv4_2', 'conv1_1', 'conv5_1'])
     assert needed == nst_utils.VGG19_CONV_LAYERS[:13]  # conv1_1 ... conv5_1
     assert nst_utils.layers_needed(['avgpool2']) == nst_utils.VGG19_CONV_LAYERS[:4]
@@ -531,13 +512,12 @@ def test_graph_stops_where_the_weights_stop(tmp_path):
 
 
 @pytest.mark.parametrize('with_session', [True, False], ids=['variables', 'constants'])
-def test_transposed_convolution_matches_conv2d(tmp_path, monkeypatch, with_session):
+def test_transposed_convolution_matches_conv2d(tiny, monkeypatch, with_session):
     """Wide layers run their forward pass as a transposed convolution of the rotated kernel
     (nst_utils._conv2d_same), with a hand-written gradient. With the threshold at one channel
     every layer takes that path (conv1_1's narrow-input gradient is switched off for it):
     outputs and input gradients must equal tf.nn.conv2d's."""
-    path = write(tmp_path)
-    weights = nst_utils.read_vgg_weights(path)
+    weights = nst_utils.read_vgg_weights(tiny[0])
     rng = np.random.default_rng(5)
     image = rng.normal(0, 50, (1, 11, 13, 3)).astype(np.float32)
     probes = {name: rng.normal(size=(1,) + shape).astype(np.float32)

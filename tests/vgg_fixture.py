@@ -23,6 +23,7 @@ Channel widths: TINY_WIDTHS / TINY_FC_WIDTHS (the default, for fast tests) or RE
 REAL_FC_WIDTHS (the real shapes; the file is then about 575 MB with the fc layers, 80 MB without).
 Weights are float32 normal with He scaling (std sqrt(2 / fan_in)) so activations stay finite
 through the 16 conv layers; biases are small normal values. Everything is deterministic per seed.
+``write_mat(folder, name='vgg.mat', **options)`` writes folder/name and returns the path.
 
 Broken variants, for error tests:
 
@@ -267,10 +268,6 @@ def layer_index(layers, name):
     return layer_names(layers).index(name)
 
 
-def _copy_struct(struct):
-    return make_struct(struct_fields(struct))
-
-
 def rename_layer(layers, old, new):
     """Rename the layer called old (its position stays)."""
     return replace_field(layers, old, 'name', new)
@@ -383,6 +380,13 @@ def write_vgg19_mat(path, widths=None, seed=0, with_fc=True, fc_widths=None,
     os.makedirs(folder, exist_ok=True)
     scipy.io.savemat(path, contents, do_compression=do_compression, oned_as='column')
     return layers
+
+
+def write_mat(folder, name='vgg.mat', **options):
+    """write_vgg19_mat(folder / name, **options); return that path as a str."""
+    path = str(folder / name)
+    write_vgg19_mat(path, **options)
+    return path
 
 
 def truncate_file(path, fraction=0.5):
