@@ -1,8 +1,8 @@
 """Speed benchmark of the style transfer (issue 4): time per iteration, GFLOP/s against this
 machine's matmul peak, start-up time, peak memory, and the bfloat16 mode.
 
-What it runs: the project's own code path (nst_utils.read_vgg_weights,
-art_generation.build_style_transfer, then art_generation.optimise's Adam loop itself, timed at
+What it runs: the project's own code path (nst.weights.read_vgg_weights, nst.vgg,
+art_generation.build_style_transfer, then nst.optimize.optimise's Adam loop itself, timed at
 the end of each iteration through its stop request) on the course's problem at 400x300: the
 repo's content and style images and a full-width VGG-19 in the MatConvNet layout with random
 weights (see benchmark_problem.py; the weight files are written once into a git-ignored cache
@@ -53,7 +53,7 @@ import time
 import numpy as np
 
 import benchmark_problem as problem
-from benchmark_problem import art_generation, nst_utils
+from benchmark_problem import art_generation, cli, config, optimize, runtime
 
 # Targets of issue 4 (on 2-core machines at 400x300).
 TARGET_PEAK_RATIO = 0.85     # fp32 achieved GFLOP/s / matmul peak
@@ -122,18 +122,18 @@ def run_worker(spec):
     def stage(name):
         stages[name] = time.perf_counter() - start
 
-    tf = nst_utils.import_tf()
-    weights = art_generation.read_weights(spec['weights'])
+    tf = runtime.import_tf()
+    weights = problem.read_weights(spec['weights'])
     stage('read weights')
     content_image, style_image = problem.load_images(spec['width'])
     x0 = problem.initial_image(content_image, spec['seed'])
     stage('read images')
     result = {'precision': spec['precision']}
-    with tf.Graph().as_default(), tf.Session(config=art_generation.session_config()) as sess:
+    with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
         nst = problem.build(sess, weights, content_image, style_image, spec['precision'])
         result['conv_shapes'] = [
             (name, nst.model[name].get_shape().as_list()[1:3], list(weights[name][0].shape))
-            for name in nst_utils.VGG19_CONV_LAYERS if name in nst.model]
+            for name in config.VGG19_CONV_LAYERS if name in nst.model]
         del weights  # as art_generation.run does: the graph holds its own copy
         stage('build graph')
         # The project's Adam loop itself, timed at the end of each iteration (its stop check).
@@ -158,11 +158,11 @@ def run_worker(spec):
 
 
 def quality_run(sess, nst, x0, spec):
-    """The course's loop (art_generation.optimise) for quality_iterations from x0; the costs of
+    """The course's loop (nst.optimize.optimise) for quality_iterations from x0; the costs of
     the final image. It restarts from x0 with fresh Adam state (optimise initialises)."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as output_dir:
-        run = art_generation.optimise(sess, nst, x0, spec['quality_iterations'],
+        run = optimize.optimise(sess, nst, x0, spec['quality_iterations'],
                                       output_dir=output_dir, save_every=0, print_every=0,
                                       progress=False)
     seconds = time.perf_counter() - start
@@ -217,7 +217,7 @@ def matmul_peak(sizes=MATMUL_SIZES, repeats=5, dtype='float32'):
     result), so the time is that of the matmul. dtype 'bfloat16' gives the ceiling of the
     bfloat16 mode: oneDNN's best bfloat16 kernel on this CPU. Returns {size: GFLOP/s}.
     """
-    tf = nst_utils.import_tf()
+    tf = runtime.import_tf()
     rates = {}
     for n in sizes:
         with tf.Graph().as_default(), tf.Session() as sess:
@@ -368,7 +368,7 @@ def report(args, info, results, rates, flops, bf16_rates=None):
 
 def at_least(minimum):
     """An argparse type: a whole number >= minimum (the command line's own checks)."""
-    return art_generation._number(int, minimum, name='whole number')
+    return cli._number(int, minimum, name='whole number')
 
 
 def build_parser():
@@ -420,7 +420,7 @@ def main(argv=None):
     args.height = problem.image_height(args.width)
     load_at_start = os.getloadavg()[0]  # other work on the machine skews every figure
     weights = problem.weights_file(args.cache, with_fc=not args.skip_startup)
-    bf16_support = nst_utils.bfloat16_support()
+    bf16_support = runtime.bfloat16_support()
     precisions = precisions_to_run(args.precision, bf16_support)
 
     print('Measuring the fp32 matmul peak ...', file=sys.stderr, flush=True)

@@ -2,9 +2,10 @@
 
 The style transfer of the course at full size (VGG-19 with the real layer widths, 400x300, the
 repo's images/content.jpg and images/style.jpg), built with the project's own code:
-nst_utils.read_vgg_weights and art_generation.build_style_transfer. The real weights cannot be
+nst.weights.read_vgg_weights, nst.vgg and art_generation.build_style_transfer (the graded
+cost functions). The real weights cannot be
 downloaded here, so the weights are random (He-scaled) ones in the MatConvNet layout, written by
-tests/vgg_fixture.py; their shapes, hence the cost of every step, are those of the real file.
+nst/synthetic.py; their shapes, hence the cost of every step, are those of the real file.
 
 The generated weight files live in a cache folder that git ignores (.cache/benchmarks by default)
 and are written once, atomically (temp file, then rename):
@@ -24,13 +25,14 @@ import numpy as np
 
 BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
 PROJECT_DIR = os.path.dirname(BENCHMARKS_DIR)
-for _folder in (PROJECT_DIR, os.path.join(PROJECT_DIR, 'tests')):
-    if _folder not in sys.path:
-        sys.path.insert(0, _folder)
+if PROJECT_DIR not in sys.path:
+    sys.path.insert(0, PROJECT_DIR)
 
 import art_generation  # noqa: E402  (cheap: TensorFlow is imported on first use)
 import nst_utils  # noqa: E402
-import vgg_fixture  # noqa: E402  (tests/vgg_fixture.py: only NumPy at import)
+from nst import cli, config, optimize, runtime, synthetic, vgg, weights  # noqa: E402
+from nst.files import atomic_write  # noqa: E402
+from nst.images import read_image  # noqa: E402
 
 DEFAULT_CACHE = os.path.join(PROJECT_DIR, '.cache', 'benchmarks')
 WEIGHT_FILES = {False: 'vgg19-random-conv.mat', True: 'vgg19-random-full.mat'}
@@ -48,25 +50,25 @@ def weights_file(cache_dir, with_fc):
     if os.path.exists(path):
         return path
     os.makedirs(cache_dir, exist_ok=True)
-    size = vgg_fixture.file_size_estimate(vgg_fixture.REAL_WIDTHS, with_fc=with_fc)
+    size = synthetic.file_size_estimate(synthetic.REAL_WIDTHS, with_fc=with_fc)
     print('Writing %s (about %d MB of random weights, once) ...' % (path, size // 10 ** 6),
           file=sys.stderr, flush=True)
     start = time.perf_counter()
-    nst_utils.atomic_write(path, lambda temp: vgg_fixture.write_vgg19_mat(
-        temp, widths=vgg_fixture.REAL_WIDTHS, with_fc=with_fc))
+    atomic_write(path, lambda temp: synthetic.write_vgg19_mat(
+        temp, widths=synthetic.REAL_WIDTHS, with_fc=with_fc))
     print('  done in %.0f s' % (time.perf_counter() - start), file=sys.stderr, flush=True)
     return path
 
 
 def load_images(width=WIDTH):
     """The repo's content and style images as `art_generation.py --width width` sizes them
-    (art_generation.size_inputs: the height follows the content's aspect ratio).
+    (nst.cli.size_inputs: the height follows the content's aspect ratio).
 
     Returns (content_image, style_image), each (1, height, width, 3) mean-subtracted.
     """
-    content = nst_utils.read_image(nst_utils.CONFIG.CONTENT_IMAGE)
-    style = nst_utils.read_image(nst_utils.CONFIG.STYLE_IMAGE)
-    content, [style], _ = art_generation.size_inputs(argparse.Namespace(width=width), content,
+    content = read_image(config.CONTENT_IMAGE)
+    style = read_image(config.STYLE_IMAGE)
+    content, [style], _ = cli.size_inputs(argparse.Namespace(width=width), content,
                                                       [style], None)
     return (nst_utils.reshape_and_normalize_image(content),
             nst_utils.reshape_and_normalize_image(style))
@@ -74,7 +76,7 @@ def load_images(width=WIDTH):
 
 def image_height(width=WIDTH):
     """The height of the problem at this width (300 at 400), as load_images gives it."""
-    return art_generation.result_height(nst_utils.read_image(nst_utils.CONFIG.CONTENT_IMAGE),
+    return cli.result_height(read_image(config.CONTENT_IMAGE),
                                         width)
 
 
@@ -91,7 +93,7 @@ def write_json(path, data):
         with open(temp, 'w') as f:
             json.dump(data, f, indent=2)
             f.write('\n')
-    nst_utils.atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def initial_image(content_image, seed=SEED):
@@ -100,21 +102,34 @@ def initial_image(content_image, seed=SEED):
     return nst_utils.generate_noise_image(content_image)
 
 
-def build(sess, weights, content_image, style_image, precision='float32'):
-    """art_generation.build_style_transfer with the course's defaults (alpha 10, beta 40,
-    Adam 2.0, conv4_2 content, conv1_1..conv5_1 style)."""
-    return art_generation.build_style_transfer(sess, weights, content_image, [style_image],
-                                               precision=precision)
+def read_weights(path):
+    """The conv weights the course's layers need (conv1_1 ... conv5_1), as the CLI reads them."""
+    layers = [art_generation.CONTENT_LAYER] + [name for name, _ in art_generation.STYLE_LAYERS]
+    return weights.read_vgg_weights(path, weights.layers_needed(layers))
+
+
+def build(sess, vgg_weights, content_image, style_image, precision='float32', tune=True):
+    """The VGG graph (with the fast paths measured for this machine, as the CLI does unless
+    --no-tune) and art_generation.build_style_transfer with the course's defaults (alpha 10,
+    beta 40, Adam 2.0, conv4_2 content, conv1_1..conv5_1 style)."""
+    _, height, width, _ = content_image.shape
+    paths = None
+    if tune:
+        from nst import tuning
+        paths = tuning.choose_paths(vgg_weights, height, width, precision)
+    model = vgg.build_vgg_graph(vgg_weights, height, width, precision=precision, sess=sess,
+                                paths=paths)
+    return art_generation.build_style_transfer(sess, model, content_image, [style_image])
 
 
 def evaluate_costs(sess, nst, image):
     """(J, J_content, J_style) of image in the built graph (the variable is overwritten)."""
     nst.set_input(sess, image)
-    return tuple(float(c) for c in sess.run([nst.J, nst.J_content, nst.J_style]))
+    return tuple(float(c) for c in nst.run(sess, [nst.J, nst.J_content, nst.J_style]))
 
 
-class IterationRecorder(art_generation.StopRequest):
-    """A stop request for art_generation.optimise that records when each iteration ends.
+class IterationRecorder(optimize.StopRequest):
+    """A stop request for nst.optimize.optimise that records when each iteration ends.
 
     optimise() checks `stop.requested` at the end of every iteration (that is how Ctrl-C stops
     there), when the input variable holds the new iterate, and once more after its loop. Each
@@ -165,7 +180,7 @@ class IterationRecorder(art_generation.StopRequest):
 
 
 def run_recorded(sess, nst, x0, iterations, seconds=0.0, optimizer='adam', keep_images=False):
-    """art_generation.optimise from x0 (no printing, saving or progress bar) until `iterations`
+    """nst.optimize.optimise from x0 (no printing, saving or progress bar) until `iterations`
     iterations are done and `seconds` have passed. Returns (recorder, RunResult): the
     recorder's `records` are [(seconds since the loop began, image or None), ...] after each
     iteration, and `entered` the time.perf_counter() when the loop began."""
@@ -173,8 +188,8 @@ def run_recorded(sess, nst, x0, iterations, seconds=0.0, optimizer='adam', keep_
                                  nst.model['input'] if keep_images else None)
     cap = iterations if not seconds else iterations + 10 ** 6  # the recorder stops the run
     with tempfile.TemporaryDirectory() as output_dir:
-        result = art_generation.optimise(sess, nst, x0, cap, optimizer=optimizer,
-                                         output_dir=output_dir, save_every=0, print_every=0,
-                                         progress=False, stop=recorder)
+        result = optimize.optimise(sess, nst, x0, cap, optimizer=optimizer,
+                                   output_dir=output_dir, save_every=0, print_every=0,
+                                   progress=False, stop=recorder)
     recorder.finish(result)
     return recorder, result

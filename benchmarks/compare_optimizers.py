@@ -3,7 +3,7 @@
 The problem is benchmark.py's: the course's style transfer at 400x300 with a full-width VGG-19
 of random weights (the cached conv-only file, see benchmark_problem.py). Both optimisers start
 from the same initial image (content blended with noise, fixed seed) in the same graph, and run
-through the project's own loop, art_generation.optimise (Adam with learning rate 2.0 as in the
+through the project's own loop, nst.optimize.optimise (Adam with learning rate 2.0 as in the
 course, and optimizer='lbfgs'), with no printing, saving or progress bar.
 
 Each optimiser first runs one untimed iteration (TensorFlow prepares a step's kernels on its
@@ -29,13 +29,13 @@ import argparse
 import sys
 
 import benchmark_problem as problem
-from benchmark_problem import art_generation, nst_utils
+from benchmark_problem import art_generation, cli, config, optimize, runtime
 
 OPTIMIZERS = (('adam', 'Adam (lr 2.0)'), ('lbfgs', 'L-BFGS-B'))
 
 
 def run_optimizer(sess, nst, x0, optimizer, iterations, seconds):
-    """Run art_generation.optimise until both budgets are spent; returns its records,
+    """Run nst.optimize.optimise until both budgets are spent; returns its records,
     [(seconds, image after that iteration), ...], and whether the cost diverged."""
     recorder, result = problem.run_recorded(sess, nst, x0, iterations, seconds,
                                             optimizer=optimizer, keep_images=True)
@@ -89,15 +89,15 @@ def build_parser():
         description='Cost reached by Adam and by L-BFGS-B on the benchmark problem, after the '
                     'same number of iterations and after the same wall time.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--iterations', type=art_generation.positive_int, default=50,
+    parser.add_argument('--iterations', type=cli.positive_int, default=50,
                         help='compare the costs after this many iterations')
-    parser.add_argument('--seconds', type=art_generation.positive_float, default=60.0,
+    parser.add_argument('--seconds', type=cli.positive_float, default=60.0,
                         help='compare the costs after this much optimisation time')
-    parser.add_argument('--width', type=art_generation.positive_int, default=problem.WIDTH,
+    parser.add_argument('--width', type=cli.positive_int, default=problem.WIDTH,
                         help='image width; the height follows the content image')
     parser.add_argument('--cache', default=problem.DEFAULT_CACHE, metavar='DIR',
                         help='folder of the generated weight file')
-    parser.add_argument('--seed', type=art_generation.non_negative_int, default=problem.SEED,
+    parser.add_argument('--seed', type=cli.non_negative_int, default=problem.SEED,
                         help='seed of the initial noise')
     parser.add_argument('--json', metavar='PATH', help='also write the numbers to this file')
     return parser
@@ -105,14 +105,14 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    weights = art_generation.read_weights(problem.weights_file(args.cache, with_fc=False))
+    weights = problem.read_weights(problem.weights_file(args.cache, with_fc=False))
     content_image, style_image = problem.load_images(args.width)
     args.height = content_image.shape[1]
     x0 = problem.initial_image(content_image, args.seed)
 
-    tf = nst_utils.import_tf()
+    tf = runtime.import_tf()
     summaries = {}
-    with tf.Graph().as_default(), tf.Session(config=art_generation.session_config()) as sess:
+    with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
         nst = problem.build(sess, weights, content_image, style_image)
         del weights
         initial_cost = problem.evaluate_costs(sess, nst, x0)[0]

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from benchmark_problem import (DEFAULT_CACHE, WIDTH, art_generation, initial_image, load_images,
-                               nst_utils, weights_file)
+from benchmark_problem import (DEFAULT_CACHE, WIDTH, art_generation, cli, config, initial_image,
+                               load_images, read_weights, weights_file)
 
 STYLE_LAYERS = art_generation.STYLE_LAYERS  # [(name, coefficient), ...]
 CONTENT_LAYER = art_generation.CONTENT_LAYER
@@ -29,7 +29,7 @@ def vgg_activations(torch, image, weights, wanted):
     functional = torch.nn.functional
     found = {}
     current = image
-    for name in nst_utils.VGG19_CONV_LAYERS:
+    for name in config.VGG19_CONV_LAYERS:
         if name.endswith('_1') and name != 'conv1_1':
             # ceil_mode matches TensorFlow's SAME pooling on odd sizes (75 -> 38, 19 -> 10)
             current = functional.avg_pool2d(current, 2, ceil_mode=True)
@@ -51,11 +51,11 @@ def gram(activations):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--iterations', type=art_generation.positive_int, default=10,
+    parser.add_argument('--iterations', type=cli.positive_int, default=10,
                         help='timed iterations')
-    parser.add_argument('--warmup', type=art_generation.non_negative_int, default=3,
+    parser.add_argument('--warmup', type=cli.non_negative_int, default=3,
                         help='untimed iterations first')
-    parser.add_argument('--width', type=art_generation.positive_int, default=WIDTH,
+    parser.add_argument('--width', type=cli.positive_int, default=WIDTH,
                         help='image width; the height follows the content image')
     options = parser.parse_args()
 
@@ -63,7 +63,7 @@ def main():
 
     style_names = {name for name, _ in STYLE_LAYERS}
     wanted = style_names | {CONTENT_LAYER}
-    raw = art_generation.read_weights(weights_file(DEFAULT_CACHE, with_fc=False))
+    raw = read_weights(weights_file(DEFAULT_CACHE, with_fc=False))
     # MatConvNet (3, 3, in, out) -> PyTorch (out, in, 3, 3)
     weights = {name: (torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))),
                       torch.from_numpy(bias)) for name, (kernel, bias) in raw.items()}

@@ -1,12 +1,21 @@
 """Generated test pictures, small image helpers and the course's constants shared by the
-end-to-end tests."""
+end-to-end tests. write_pictures writes the one set of input pictures every test module uses
+(conftest.py's session fixture `pics`)."""
 import re
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
 
+# The content picture's size (4:3, as the course's 400x300); runs at --width WIDTH keep it.
+WIDTH, HEIGHT = 64, 48
+
 # The course's mean pixel, written out (not read from nst_utils).
 MEANS = np.array([123.68, 116.779, 103.939]).reshape((1, 1, 1, 3))
+
+# The hidden temp file an image is written to before it is renamed (mkstemp's names):
+# .<name>.<random><ext> in the same folder.
+TEMP_NAME = re.compile(r'\.(?P<name>.+)\.[A-Za-z0-9_]{6,}(?P<ext>\.[a-z]+)$')
 
 # The course prints, every 20 iterations:
 #   print("Iteration " + str(i) + " :")
@@ -66,3 +75,28 @@ def block_means(pixels, size=8):
     h, w = pixels.shape[0] // size * size, pixels.shape[1] // size * size
     blocks = pixels[:h, :w].astype(float).reshape(h // size, size, w // size, size, 3)
     return blocks.mean(axis=(1, 3))
+
+
+def initial_picture(width, height):
+    """A smooth start image unlike the content: flat red, green rising to the right, blue
+    falling to the bottom."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([np.full((height, width), 30), 200 * x // width, 240 - 200 * y // height],
+                    axis=-1).astype(np.uint8)
+
+
+def write_pictures(folder):
+    """The test inputs as PNG files in folder; returns their paths as attributes:
+
+    content  WIDTH x HEIGHT smooth picture        style   80x60 stripes (4:3, another size)
+    style2   40x90 checkerboard (portrait)         wide    200x100 smooth picture (2:1)
+    tall     60x100 smooth picture (3:5)           initial WIDTH x HEIGHT start image
+    """
+    return SimpleNamespace(
+        content=save_png(folder / 'content.png', smooth_picture(WIDTH, HEIGHT)),
+        style=save_png(folder / 'style.png', striped_picture(80, 60)),
+        style2=save_png(folder / 'style2.png', checker_picture(40, 90)),
+        wide=save_png(folder / 'wide.png', smooth_picture(200, 100)),
+        tall=save_png(folder / 'tall.png', smooth_picture(60, 100)),
+        initial=save_png(folder / 'initial.png', initial_picture(WIDTH, HEIGHT)),
+    )

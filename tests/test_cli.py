@@ -1,19 +1,35 @@
-"""The command line (issue 3) end to end on a tiny generated VGG-19 file.
+"""The command line (art_generation.main, nst.cli): options, checks, errors and exit codes, and
+whole runs end to end on a tiny generated VGG-19 file.
 
-Each run calls art_generation.main([...]) in this process (TensorFlow is imported once), with the
-tiny weights from tests/vgg_fixture.py, a small width, a few iterations and its own output folder;
-a run takes about a second. Subprocesses are used only where the exit code, stderr or a signal is
-what is tested. Test images are generated with NumPy and Pillow. Expected values come from the
-issues, the course or independent NumPy/Pillow computations, never from the code under test.
+Most runs call art_generation.main([...]) in this process (TensorFlow is imported once; main
+returns the exit code, argparse errors raise SystemExit(2)), with the tiny weights from
+nst/synthetic.py, a small width, a few iterations and their own output folder; a run takes about a
+second. Subprocesses are used only where the process itself is the point: the exit code and
+stderr of a real run with no traceback, Ctrl-C, SIGKILL, TensorFlow's start-up. Test pictures are
+generated with NumPy and Pillow (tests/pictures.py); downloads go only to the loopback server of
+tests/loopback.py (the CLI takes the address from NST_VGG_URL). Expected values come from the
+issues, the course, the file formats or independent NumPy/Pillow computations, never from the
+code under test.
+
+Bad input is one line on stderr and exit code 2; a failure at run time (a download, a write, a
+diverging cost) one line and exit code 1; Ctrl-C exit code 130 with the latest image kept.
+
+Temporary files. Images are written to a hidden temp file `.<name>.<random><ext>` in the same
+folder and renamed, so a process killed at any moment leaves either the old image or the new one
+under the real name. A SIGKILL during a write can leave one such hidden temp file behind; it is
+ignorable (hidden, never under the name of a result, read by nothing) and may be deleted. The
+tests below accept hidden temp files of exactly that pattern and nothing else.
 """
 import contextlib
 import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,11 +38,16 @@ import pytest
 from PIL import Image
 
 import art_generation as ag
-import nst_utils
-from pictures import (MEANS, block_means, checker_picture, parse_blocks, read_rgb, save_png,
-                      smooth_picture, striped_picture)
+from loopback import CUT, OTHER_SHA, PAYLOAD, SIZE
+from matconvnet import CONV_NAMES
+from nst import cli as nst_cli
+from nst import download, images, memory, optimize, runtime, vgg
+from nst import synthetic
+from pictures import (HEIGHT, MEANS, TEMP_NAME, WIDTH, block_means, parse_blocks, read_rgb,
+                      smooth_picture)
 
-tf = nst_utils.import_tf()
+tf = runtime.import_tf()
+
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SCRIPT = str(PROJECT_DIR / 'art_generation.py')
@@ -36,19 +57,20 @@ VGG_URL = 'https://www.vlfeat.org/matconvnet/models/imagenet-vgg-verydeep-19.mat
 VGG_SHA256 = 'abdb57167f82a2a1fbab1e1c16ad9373411883f262a1a37ee5db2e6fb0044695'
 COURSE_STYLE_LAYERS = [('conv1_1', 0.2), ('conv2_1', 0.2), ('conv3_1', 0.2), ('conv4_1', 0.2),
                        ('conv5_1', 0.2)]
-# Every option issue 3 names.
 OPTIONS = ('--content', '--style', '--style-blend-weights', '--output-dir', '--model',
            '--no-download', '--iterations', '--learning-rate', '--alpha', '--beta',
            '--noise-ratio', '--seed', '--width', '--style-layers', '--content-layer',
            '--save-every', '--print-every', '--optimizer', '--tv-weight', '--preserve-colors',
            '--pooling', '--initial')
 
-WIDTH, HEIGHT = 64, 48  # the generated content is 4:3
+
+TINY = synthetic.TINY_WIDTHS
 
 
 # ----------------------------------------------------------------------------------------------
-# Generated inputs
+# Helpers
 # ----------------------------------------------------------------------------------------------
+
 
 def image_size(path):
     with Image.open(path) as image:
@@ -63,20 +85,9 @@ def total_variation(pixels):
             + np.sum((pixels[:, 1:] - pixels[:, :-1]) ** 2))
 
 
-@pytest.fixture(scope='session')
-def pics(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('pics')
-    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
-    initial = np.stack([np.full((HEIGHT, WIDTH), 30), 200 * x // WIDTH, 240 - 200 * y // HEIGHT],
-                       axis=-1).astype(np.uint8)
-    return SimpleNamespace(
-        content=save_png(folder / 'content.png', smooth_picture(WIDTH, HEIGHT)),
-        style=save_png(folder / 'style.png', striped_picture(80, 60)),
-        style2=save_png(folder / 'style2.png', checker_picture(40, 90)),  # portrait
-        wide=save_png(folder / 'wide.png', smooth_picture(200, 100)),      # 2:1
-        tall=save_png(folder / 'tall.png', smooth_picture(60, 100)),       # 3:5
-        initial=save_png(folder / 'initial.png', initial),
-    )
+def parser():
+    """The command line's parser with the course's defaults, as art_generation.main builds it."""
+    return nst_cli.build_parser(ag.CONTENT_LAYER, ag.STYLE_LAYERS)
 
 
 def refuse_download(*args, **kwargs):
@@ -84,20 +95,28 @@ def refuse_download(*args, **kwargs):
 
 
 @pytest.fixture(autouse=True)
-def no_download(monkeypatch):
-    """These tests never fetch the real weights."""
-    monkeypatch.setattr(nst_utils, 'download_vgg_model', refuse_download)
+def no_download(request, monkeypatch):
+    """These tests never fetch the real weights: downloads reach only the loopback server, in
+    the tests that ask for it (loopback_only)."""
+    monkeypatch.delenv('NST_VGG_URL', raising=False)
+    if 'loopback_only' not in request.fixturenames:
+        monkeypatch.setattr(download, 'download_vgg_model', refuse_download)
 
 
 def install_spy(monkeypatch):
     """Record, for each run, what the CLI built and what the optimisation returned."""
     runs = []
-    build, optimise = ag.build_style_transfer, ag.optimise
+    load, build, optimise = ag.load_vgg_model, ag.build_style_transfer, optimize.optimise
+    model_kwargs = []
 
-    def spying_build(sess, weights, content_image, style_images, **kwargs):
-        nst = build(sess, weights, content_image, style_images, **kwargs)
+    def spying_load(*args, **kwargs):
+        model_kwargs.append(kwargs)
+        return load(*args, **kwargs)
+
+    def spying_build(sess, model, content_image, style_images, **kwargs):
+        nst = build(sess, model, content_image, style_images, **kwargs)
         runs.append(SimpleNamespace(
-            kwargs=kwargs, content_image=np.array(content_image),
+            kwargs=kwargs, model_kwargs=model_kwargs[-1], content_image=np.array(content_image),
             style_images=[np.array(s) for s in style_images],
             ops=[(op.type, op.get_attr('T') if 'T' in op.node_def.attr else None)
                  for op in sess.graph.get_operations()]))
@@ -108,8 +127,9 @@ def install_spy(monkeypatch):
         runs[-1].result = optimise(sess, nst, input_image, num_iterations, **kwargs)
         return runs[-1].result
 
+    monkeypatch.setattr(ag, 'load_vgg_model', spying_load)
     monkeypatch.setattr(ag, 'build_style_transfer', spying_build)
-    monkeypatch.setattr(ag, 'optimise', spying_optimise)
+    monkeypatch.setattr(optimize, 'optimise', spying_optimise)
     return runs
 
 
@@ -190,7 +210,7 @@ def reference(tiny_vgg_file, pics, tmp_path_factory):
                     iterations=REFERENCE_ITERATIONS, progress=True)
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nst_utils, 'download_vgg_model', refuse_download)
+        patch.setattr(download, 'download_vgg_model', refuse_download)
         runs = install_spy(patch)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = ag.main(argv)
@@ -214,9 +234,42 @@ def usage_error(capsys, argv):
     return lines[0]
 
 
+def base_args(model, pics, out_dir, *extra):
+    """A small valid run; options given in extra override these (argparse keeps the last)."""
+    return ['--model', model, '--no-download', '--content', pics.content, '--style', pics.style,
+            '--width', str(WIDTH), '--iterations', '2', '--output-dir', str(out_dir),
+            '--no-progress', '--print-every', '0', '--save-every', '0'] + [str(a) for a in extra]
+
+
+def run_main(capsys, argv):
+    """Run main in this process: (exit code, stdout, stderr)."""
+    try:
+        code = ag.main([str(a) for a in argv])
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+INFO_LINES = ('Downloading the VGG-19 weights',)
+
+
+def one_error_line(err, *needles):
+    """stderr holds no traceback and exactly one line besides known information lines; that
+    line names every needle. Returns the line."""
+    assert 'Traceback' not in err, err
+    lines = [line for line in err.splitlines() if line.strip()
+             and not line.startswith(INFO_LINES)]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 # ----------------------------------------------------------------------------------------------
 # Parsing and help
 # ----------------------------------------------------------------------------------------------
+
 
 def help_entries(text):
     """{option: its help text, whitespace normalised} from argparse's --help output."""
@@ -275,7 +328,7 @@ def test_help_lists_every_option_with_its_default(capsys, monkeypatch):
 
 
 def test_no_options_parse_to_the_course_run():
-    options = ag.build_parser().parse_args([])
+    options = parser().parse_args([])
     assert (options.alpha, options.beta, options.learning_rate) == (10, 40, 2.0)
     assert options.iterations == 200
     assert options.width == 400
@@ -297,7 +350,7 @@ def test_no_options_parse_to_the_course_run():
 
 def test_default_images_exist_and_load_at_the_course_size():
     """Smoke test of images/: the default run's inputs are 400x300 pictures."""
-    content, styles, initial = ag.load_inputs(ag.build_parser().parse_args([]))
+    content, styles, initial = nst_cli.load_inputs(parser().parse_args([]))
     assert content.shape == (300, 400, 3) and content.dtype == np.uint8
     assert [s.shape for s in styles] == [(300, 400, 3)]
     assert initial is None
@@ -305,7 +358,7 @@ def test_default_images_exist_and_load_at_the_course_size():
 
 
 def test_layer_options_parse():
-    parse = ag.build_parser().parse_args
+    parse = parser().parse_args
     options = parse(['--style-layers', 'conv1_1:0.5, conv3_1:1.5,conv5_4:0',
                      '--content-layer', 'conv3_2'])
     assert options.style_layers == [('conv1_1', 0.5), ('conv3_1', 1.5), ('conv5_4', 0.0)]
@@ -335,10 +388,45 @@ def test_layer_options_parse():
     ('--precision', 'float16'),
 ])
 def test_invalid_option_values_exit_2_with_one_line_naming_the_option(capsys, tmp_path, option,
-                                                                       value):
+                                                                      value):
     line = usage_error(capsys, ['--output-dir', str(tmp_path / 'out'), option, value])
     assert option in line
     assert not os.path.exists(tmp_path / 'out' / 'generated_image.jpg')
+
+
+BAD_NUMBERS = [
+    ('--iterations', ['-1', '0', 'ten', '2.5', 'nan', 'inf']),
+    ('--width', ['-5', '0', 'wide', '32.5', 'nan', 'inf', '-inf']),
+    ('--learning-rate', ['-1', '0', 'fast', 'nan', 'inf', '-inf', '1e39']),
+    ('--alpha', ['-1', 'abc', 'nan', 'inf', '1e39']),
+    ('--beta', ['-0.5', 'abc', 'nan', 'inf']),
+    ('--tv-weight', ['-1', 'abc', 'nan', 'inf']),
+    ('--noise-ratio', ['-0.1', '1.5', '2', 'abc', 'nan', 'inf']),
+    ('--save-every', ['-1', 'x', '2.5', 'nan', 'inf']),
+    ('--print-every', ['-1', 'nan']),
+    ('--seed', ['-1', 'nan']),
+    ('--style-blend-weights', ['-1', 'nan', 'inf']),
+]
+
+
+@pytest.mark.parametrize('option, value', [(option, value) for option, values in BAD_NUMBERS
+                                           for value in values])
+def test_bad_number_exits_2_with_one_line_naming_the_option(capsys, tmp_path, pics, tiny_vgg_file,
+                                                            option, value):
+    # --option=value, so that argparse does not take '-inf' for an option.
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out',
+                                              '%s=%s' % (option, value)))
+    assert code == 2
+    one_error_line(err, option, value)
+    assert not (tmp_path / 'out' / 'generated_image.jpg').exists()
+
+
+@pytest.mark.parametrize('option', ['--alpha', '--beta', '--tv-weight', '--noise-ratio',
+                                    '--save-every', '--print-every'])
+def test_zero_is_accepted_where_it_means_something(option):
+    """The rejections above are not over-eager: 0 is a valid weight, ratio or 'never'."""
+    options = nst_cli.build_parser(ag.CONTENT_LAYER, ag.STYLE_LAYERS).parse_args(['%s=0' % option])
+    assert getattr(options, option[2:].replace('-', '_')) == 0
 
 
 def test_blend_weights_must_match_the_styles(capsys, pics, tmp_path, tiny_vgg_file):
@@ -349,9 +437,292 @@ def test_blend_weights_must_match_the_styles(capsys, pics, tmp_path, tiny_vgg_fi
     assert '--style-blend-weights' in line
 
 
+@pytest.mark.parametrize('styles, weights, words', [
+    (2, ['1'], '1 weights for 2 style images'),
+    (1, ['1', '2'], '2 weights for 1 style images'),
+    (3, ['0.5', '0.5'], '2 weights for 3 style images'),
+    (2, ['0', '0'], 'sum to 0'),
+])
+def test_blend_weights_not_matching_the_styles(capsys, tmp_path, pics, tiny_vgg_file, styles,
+                                               weights, words):
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out', '--style',
+                                              *[pics.style] * styles, '--style-blend-weights',
+                                              *weights))
+    assert code == 2
+    one_error_line(err, '--style-blend-weights', words)
+
+
+# ----------------------------------------------------------------------------------------------
+# Image files that cannot be read
+# ----------------------------------------------------------------------------------------------
+
+
+def cut_in_half(path, fmt, pixels):
+    """Write pixels in fmt, check the whole file decodes, then cut it to half its length."""
+    Image.fromarray(pixels).save(path, format=fmt)
+    read_rgb(path)  # the intact file is fine: the error below comes from the cut
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:len(data) // 2])
+
+
+def make_bad_image(kind, folder):
+    """(path, words of the expected problem) for one kind of unreadable image file."""
+    noisy = np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    path = folder / {'missing': 'nowhere.jpg', 'empty': 'empty.jpg', 'not an image': 'notes.jpg',
+                     'truncated JPEG': 'cut.jpg', 'truncated PNG': 'cut.png',
+                     'directory': 'folder.png'}[kind]
+    if kind == 'empty':
+        path.write_bytes(b'')
+    elif kind == 'not an image':
+        path.write_text('These are my notes, not a picture.\n' * 20)
+    elif kind == 'truncated JPEG':
+        cut_in_half(path, 'JPEG', noisy)
+    elif kind == 'truncated PNG':
+        cut_in_half(path, 'PNG', noisy)
+    elif kind == 'directory':
+        path.mkdir()
+    words = {'missing': 'not found', 'empty': 'empty', 'not an image': 'not an image',
+             'truncated JPEG': 'truncated', 'truncated PNG': 'truncated',
+             'directory': 'directory'}[kind]
+    return str(path), words
+
+
+@pytest.mark.parametrize('option', ['--content', '--style', '--initial'])
+@pytest.mark.parametrize('kind', ['missing', 'empty', 'not an image', 'truncated JPEG',
+                                  'truncated PNG', 'directory'])
+def test_unreadable_image_exits_2_with_one_line(capsys, tmp_path, pics, kind, option):
+    path, words = make_bad_image(kind, tmp_path)
+    out_dir = tmp_path / 'out'
+    # No weights file and --no-download: images are checked first, before any weights or
+    # download (else this would be the weights message).
+    missing_model = tmp_path / 'no-weights.mat'
+    argv = base_args(missing_model, pics, out_dir, option, path)
+    code, _, err = run_main(capsys, argv)
+    assert code == 2
+    one_error_line(err, path, words)
+    assert os.listdir(out_dir) == []
+
+
+def test_second_style_unreadable_is_named(capsys, tmp_path, pics):
+    path, _ = make_bad_image('truncated PNG', tmp_path)
+    code, _, err = run_main(capsys, base_args('unused.mat', pics, tmp_path / 'out', '--style',
+                                              pics.style, path))
+    assert code == 2
+    line = one_error_line(err, path, 'truncated')
+    assert pics.style not in line
+
+
+def test_decompression_bomb_is_an_error_not_a_traceback(capsys, tmp_path, pics, monkeypatch):
+    # Pillow refuses images of more than 2 * MAX_IMAGE_PIXELS with DecompressionBombError,
+    # which is not an OSError; a limit below the 32x24 content triggers it.
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)
+    code, _, err = run_main(capsys, base_args('unused.mat', pics, tmp_path / 'out'))
+    assert code == 2
+    one_error_line(err, pics.content, 'too large')
+
+
+def test_odd_images_run_through_the_cli(capsys, tmp_path, tiny_vgg_file):
+    """A 16-bit grey content, a palette style with transparency and an RGBA initial image are
+    accepted by a whole run (their decoding is checked pixel by pixel in test_images.py)."""
+    grey16 = (np.linspace(0, 65535, WIDTH * HEIGHT).reshape(HEIGHT, WIDTH)).astype(np.uint16)
+    content = str(tmp_path / 'grey16.png')
+    Image.fromarray(grey16).save(content)
+    style = Image.fromarray(np.arange(40 * 30, dtype=np.uint8).reshape(30, 40) % 4, 'P')
+    style.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    style.info['transparency'] = bytes([0, 255, 128, 255])
+    style.save(str(tmp_path / 'style.png'))
+    rgba = np.dstack([smooth_picture(WIDTH, HEIGHT), np.full((HEIGHT, WIDTH), 128, np.uint8)])
+    Image.fromarray(rgba, 'RGBA').save(str(tmp_path / 'initial.png'))
+    for path, mode in ((content, 'I;16'), (tmp_path / 'style.png', 'P'),
+                       (tmp_path / 'initial.png', 'RGBA')):
+        assert Image.open(path).mode == mode
+    pics = SimpleNamespace(content=content, style=str(tmp_path / 'style.png'))
+    code, out, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out', '--initial',
+                                                tmp_path / 'initial.png', '--iterations', '1'))
+    assert code == 0, err
+    assert read_rgb(tmp_path / 'out' / 'generated_image.jpg').shape == (HEIGHT, WIDTH, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight files
+# ----------------------------------------------------------------------------------------------
+
+
+def scale_kernels(layers, factor):
+    written = synthetic.weights_by_name(layers)
+    for name in CONV_NAMES:
+        layers = synthetic.replace_kernel(layers, name,
+                                          kernel=written[name][0] * np.float32(factor))
+    return layers
+
+
+def make_bad_weights(kind, folder):
+    """(path, words the message must hold) for one kind of wrong weights file."""
+    path = str(folder / 'imagenet-vgg-verydeep-19.mat')
+    write = synthetic.write_vgg19_mat
+    if kind == 'truncated':
+        write(path, with_fc=False)
+        synthetic.truncate_file(path, 0.5)
+        return path, ['truncated']
+    if kind == 'HTML page':
+        synthetic.write_html_page(path)
+        return path, ['HTML']
+    if kind == 'empty':
+        Path(path).write_bytes(b'')
+        return path, ['empty']
+    if kind == 'directory':
+        os.mkdir(path)
+        return path, ['directory']
+    if kind == 'layer renamed':
+        write(path, layers_override=lambda ls: synthetic.rename_layer(ls, 'conv3_2', 'conv3_x'))
+        return path, ['conv3_2', 'conv3_x']
+    if kind == 'layer missing':
+        write(path, layers_override=lambda ls: synthetic.remove_layer(ls, 'conv2_2'))
+        return path, ['conv2_2']
+    if kind == 'kernel of wrong shape':
+        write(path, layers_override=lambda ls: synthetic.replace_kernel(
+            ls, 'conv2_1', shape=(5, 5, TINY[0], TINY[1])))
+        return path, ['conv2_1', '(5, 5, 4, 8)']
+    if kind == 'kernel with wrong input channels':
+        write(path, layers_override=lambda ls: synthetic.replace_kernel(
+            ls, 'conv3_1', shape=(3, 3, TINY[1] + 2, TINY[2])))
+        return path, ['conv3_1']
+    if kind == 'no layers variable':
+        write(path, omit_layers=True)
+        return path, ['layers']
+    if kind == 'old MatConvNet format':
+        write(path, layout='old')
+        return path, ['old MatConvNet', VGG_URL]  # says what it is and where the right file is
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'HTML page', 'empty', 'directory',
+                                  'layer renamed', 'layer missing', 'kernel of wrong shape',
+                                  'kernel with wrong input channels', 'no layers variable',
+                                  'old MatConvNet format'])
+def test_wrong_weights_file_exits_2_with_one_line(capsys, tmp_path, pics, kind, monkeypatch):
+    path, words = make_bad_weights(kind, tmp_path)
+    monkeypatch.setattr(download, 'download_vgg_model', pytest.fail)  # never replaced by a download
+    monkeypatch.setattr(vgg, 'VGGBuilder', pytest.fail)               # refused before the graph
+    code, _, err = run_main(capsys, base_args(path, pics, tmp_path / 'out'))
+    assert code == 2
+    one_error_line(err, path, *words)
+
+
+def test_missing_weights_with_no_download_names_path_url_and_checksum(capsys, tmp_path, pics):
+    path = tmp_path / 'pretrained-model' / 'imagenet-vgg-verydeep-19.mat'
+    code, _, err = run_main(capsys, base_args(path, pics, tmp_path / 'out'))
+    assert code == 2
+    one_error_line(err, path, VGG_URL, VGG_SHA256)
+    assert not path.parent.exists()  # nothing was downloaded or created
+
+
+# ----------------------------------------------------------------------------------------------
+# The output folder
+# ----------------------------------------------------------------------------------------------
+
+
+def test_output_dir_that_is_a_file(capsys, tmp_path, pics, tiny_vgg_file):
+    target = tmp_path / 'results'
+    target.write_text('a file, not a folder')
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, target))
+    assert code == 2
+    one_error_line(err, '--output-dir', target, 'not a folder')
+    assert target.read_text() == 'a file, not a folder'
+
+
+def test_output_dir_under_a_file_cannot_be_created(capsys, tmp_path, pics, tiny_vgg_file):
+    # The portable "cannot be written" case: it fails for root too (permissions would not).
+    blocker = tmp_path / 'results'
+    blocker.write_text('a file')
+    target = blocker / 'run1'
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, target))
+    assert code == 2
+    one_error_line(err, '--output-dir', target, 'cannot create')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes into read-only folders')
+def test_output_dir_not_writable(capsys, tmp_path, pics, tiny_vgg_file):
+    target = tmp_path / 'results'
+    target.mkdir()
+    target.chmod(0o500)
+    try:
+        code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, target))
+    finally:
+        target.chmod(0o700)
+    assert code == 2
+    one_error_line(err, '--output-dir', target, 'not writable')
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory: a run too large for this machine is refused before anything runs
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_bytes(text):
+    number, unit = text.split()
+    return float(number) * 1024 ** ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'].index(unit)
+
+
+def test_huge_width_is_refused_at_once(capsys, tmp_path, pics, tiny_vgg_file, meminfo_available,
+                                       monkeypatch):
+    def no_graph(*args, **kwargs):
+        raise AssertionError('the graph must not be built')
+    monkeypatch.setattr(vgg, 'VGGBuilder', no_graph)
+    monkeypatch.setattr(ag, 'build_style_transfer', no_graph)
+    for name in ('resize_image', 'fit_image'):  # fail at once rather than allocate 22 GB
+        real = getattr(images, name)
+
+        def small_only(image, width, height, real=real):
+            assert width * height < 10 ** 7, 'an image was resized to %dx%d' % (width, height)
+            return real(image, width, height)
+        # Wherever the project's modules imported it.
+        for module in [m for key, m in list(sys.modules.items()) if key.split('.')[0] == 'nst']:
+            if getattr(module, name, None) is real:
+                monkeypatch.setattr(module, name, small_only)
+    started = time.monotonic()
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out', '--width',
+                                              100000))
+    elapsed = time.monotonic() - started
+    assert code == 2
+    line = one_error_line(err, '--width', '100000')
+    assert elapsed < 5  # resizing the images to 100000x75000 alone would take far longer
+    assert os.listdir(tmp_path / 'out') == []
+    # The line names the estimate and the limit; the estimate is at least the float32 input
+    # image alone (100000 x 75000 x 3 x 4 bytes = 90 GB), the limit is this machine's.
+    sizes = re.findall(r'(\d+(?:\.\d+)? [KMGTP]?i?B)\b', line)
+    assert len(sizes) == 2, line
+    estimate, limit = (parse_bytes(s) for s in sizes)
+    assert estimate >= 100000 * 75000 * 3 * 4
+    assert estimate > limit
+    assert limit <= meminfo_available * 1.1 + 64 * 2 ** 20
+
+
+def test_limit_is_compared_with_the_estimate(capsys, tmp_path, pics, tiny_vgg_file, monkeypatch):
+    """Just below the estimate: refused, naming both; at the estimate: accepted; unknown: run."""
+    needed = memory.estimate_run_memory(HEIGHT, WIDTH, TINY)
+    monkeypatch.setattr(memory, 'available_memory', lambda: needed - 1)
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'a'))
+    assert code == 2
+    one_error_line(err, '--width', memory.format_bytes(needed - 1))
+    for available in (needed, None):
+        monkeypatch.setattr(memory, 'available_memory', lambda: available)
+        code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'b',
+                                                  '--iterations', 1))
+        assert code == 0, err
+
+
+def test_course_width_400_is_accepted(capsys, tmp_path, pics, tiny_vgg_file):
+    code, out, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out',
+                                                '--width', 400, '--iterations', 1))
+    assert code == 0, err
+    assert read_rgb(tmp_path / 'out' / 'generated_image.jpg').shape == (300, 400, 3)
+
+
 # ----------------------------------------------------------------------------------------------
 # End-to-end runs
 # ----------------------------------------------------------------------------------------------
+
 
 def test_several_styles_blend_their_gram_matrices(cli, spy, pics, reference):
     """Two styles with weights 2 0 give exactly the single-style run (the weights are
@@ -437,7 +808,7 @@ def test_tv_weight_smooths_the_result(cli, spy, reference):
 
 def test_max_pooling(cli, spy):
     run = cli('--pooling', 'max', iterations=1, name='max')
-    assert spy[0].kwargs['pooling'] == 'max'
+    assert spy[0].model_kwargs['pooling'] == 'max'
     ops = [op for op, _ in spy[0].ops]
     # The file's own pooling, in the four pools below conv5_1, the deepest layer the costs use.
     assert ops.count('MaxPool') == 4 and 'AvgPool' not in ops
@@ -532,9 +903,9 @@ def test_layer_options_are_used_and_default_to_the_courses(cli, spy, reference):
 def test_bfloat16_precision(cli, spy, monkeypatch, support):
     """bfloat16 runs the convolutions in bfloat16 where the CPU can; it says when it falls
     back to float32 (no bfloat16 arithmetic) and when it may be slower (no AMX)."""
-    if support and nst_utils.bfloat16_support() is None:
+    if support and runtime.bfloat16_support() is None:
         pytest.skip('this CPU has no bfloat16 arithmetic')
-    monkeypatch.setattr(nst_utils, 'bfloat16_support', lambda: support)
+    monkeypatch.setattr(runtime, 'bfloat16_support', lambda: support)
     run = cli('--precision', 'bfloat16', '--print-every', '1', name='bf16')
     blocks = run.blocks()
     assert len(blocks) == 3
@@ -564,17 +935,147 @@ def test_progress_bar_next_to_the_course_lines(reference):
 
 
 # ----------------------------------------------------------------------------------------------
+# Faults during a run
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """Spy on nst.images.save_pixels: {file name: the pixels handed to it}, in call order."""
+    calls = {}
+    real = images.save_pixels
+
+    def spy(path, pixels):
+        calls[os.path.basename(path)] = np.array(pixels, copy=True)
+        return real(path, pixels)
+
+    monkeypatch.setattr(images, 'save_pixels', spy)
+    return calls
+
+
+def test_ctrl_c_keeps_the_latest_image(capsys, tmp_path, pics, tiny_vgg_file, saved, monkeypatch):
+    """SIGINT while iteration 2 is being saved: the run stops after it, and generated_image.jpg
+    holds exactly the pixels of the latest saved iteration."""
+    real = images.save_pixels
+
+    def interrupt_at_2(path, pixels):
+        real(path, pixels)
+        if os.path.basename(path) == '2.png':
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(images, 'save_pixels', interrupt_at_2)
+    out_dir = tmp_path / 'out'
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, out_dir, '--iterations', 1000,
+                                              '--save-every', 1))
+    assert code == 130
+    line = one_error_line(err, 'Interrupted', out_dir / 'generated_image.jpg')
+    numbered = sorted(int(name[:-4]) for name in saved if re.fullmatch(r'\d+\.png', name))
+    assert numbered == list(range(numbered[-1] + 1)) and numbered[-1] < 10
+    assert 'after %d iterations' % (numbered[-1] + 1) in line
+    latest = saved['%d.png' % numbered[-1]]
+    np.testing.assert_array_equal(saved['generated_image.jpg'], latest)
+    np.testing.assert_array_equal(read_rgb(out_dir / ('%d.png' % numbered[-1])), latest)
+    # On disk, JPEG-coded: the 8x8 block means (what JPEG keeps of a noisy image) match.
+    assert np.abs(block_means(read_rgb(out_dir / 'generated_image.jpg'))
+                  - block_means(latest)).mean() < 3
+    # The first iteration's image is not the latest one (the run did move).
+    assert not np.array_equal(saved['0.png'], latest)
+
+
+@pytest.mark.parametrize('cause', ['huge learning rate', 'weights that overflow'])
+def test_diverging_run_keeps_the_last_finite_image(capsys, tmp_path, pics, tiny_vgg_file, saved,
+                                                   cause):
+    """A non-finite cost stops the run: exit 1, one line, and generated_image.jpg is the last
+    image whose cost was finite. Started from a known image (--initial), that is the start:
+
+    - learning rate 1e30: Adam's first step moves every pixel by about 1e30, whose activations
+      square to more than float32 holds, so the cost after one step is inf;
+    - every kernel scaled by 1e10: the activations overflow through the 16 layers, so even the
+      starting image's cost is not finite.
+    """
+    model, extra = tiny_vgg_file, ['--learning-rate', '1e30']
+    if cause == 'weights that overflow':
+        model = str(tmp_path / 'overflow.mat')
+        synthetic.write_vgg19_mat(model, with_fc=False,
+                                  layers_override=lambda ls: scale_kernels(ls, 1e10))
+        extra = []
+    out_dir = tmp_path / 'out'
+    code, _, err = run_main(capsys, base_args(model, pics, out_dir, '--initial', pics.initial,
+                                              '--iterations', 10, '--save-every', 1, *extra))
+    assert code == 1
+    line = one_error_line(err, 'finite', out_dir / 'generated_image.jpg')
+    if cause == 'huge learning rate':
+        assert '--learning-rate' in line
+        # The step was taken and saved (0.png): far from the start, saturated pixels.
+        assert np.abs(saved['0.png'].astype(int) - read_rgb(pics.initial)).mean() > 40
+    else:
+        assert model in line
+    initial = read_rgb(pics.initial).astype(int)
+    # Kept: the start (to within the float round trip of the mean subtraction), on disk as JPEG.
+    assert np.abs(saved['generated_image.jpg'].astype(int) - initial).max() <= 1
+    assert np.abs(read_rgb(out_dir / 'generated_image.jpg').astype(int) - initial).mean() < 3
+    assert set(os.listdir(out_dir)) <= {'0.png', 'generated_image.jpg', 'costs.png',
+                                        'summary.png'}
+
+
+# ----------------------------------------------------------------------------------------------
+# Downloads through the command line (the loopback server only)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('route', ['/always-drop', '/wrong-bytes', '/missing'])
+def test_failed_download_leaves_nothing_and_says_what_happened(capsys, tmp_path, pics, server,
+                                                               loopback_only, sleeps,
+                                                               monkeypatch, route):
+    url = server.url(route)
+    monkeypatch.setenv('NST_VGG_URL', url)
+    dest = tmp_path / 'pretrained-model' / 'imagenet-vgg-verydeep-19.mat'
+    argv = [a for a in base_args(dest, pics, tmp_path / 'out') if a != '--no-download']
+    code, _, err = run_main(capsys, argv)
+    assert code == 1  # a failure at run time, not bad input
+    line = one_error_line(err, dest, url)
+    assert 'Downloading' in err and url in err.splitlines()[0]  # says where from, first
+    assert server.requests() and all(path == route for path, _, _ in server.requests())
+    assert not dest.exists()
+    part = Path(str(dest) + '.part')
+    if route == '/always-drop':
+        assert 'connection closed after %d of %d bytes' % (CUT, SIZE) in line
+        assert str(part) in line  # kept for a resume, and it says where
+        assert part.read_bytes() == PAYLOAD[:CUT]
+        assert len(server.requests()) == 4  # retried
+    elif route == '/wrong-bytes':
+        assert OTHER_SHA in line and VGG_SHA256 in line  # what was served, what was expected
+        assert os.listdir(dest.parent) == []
+    else:
+        assert 'HTTP 404' in line
+        assert os.listdir(dest.parent) == []
+        assert server.requests() == [('/missing', None, 404)]  # a 404 is not retried
+
+
+def test_offline_download_is_a_missing_file(capsys, tmp_path, pics, loopback_only, sleeps,
+                                            monkeypatch):
+    """No connection at all (here: nothing listens on the loopback port) is like --no-download:
+    exit 2, one line with the path, the URL and the checksum, nothing left behind."""
+    with socket.socket() as probe:  # a free loopback port, closed again: connections are refused
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    url = 'http://127.0.0.1:%d/imagenet-vgg-verydeep-19.mat' % port
+    monkeypatch.setenv('NST_VGG_URL', url)
+    dest = tmp_path / 'pretrained-model' / 'imagenet-vgg-verydeep-19.mat'
+    argv = [a for a in base_args(dest, pics, tmp_path / 'out') if a != '--no-download']
+    code, _, err = run_main(capsys, argv)
+    assert code == 2
+    line = one_error_line(err, dest, url)
+    assert 'cannot be reached' in line and VGG_SHA256 in line
+    assert os.listdir(dest.parent) == []
+
+
+# ----------------------------------------------------------------------------------------------
 # Subprocesses: exit codes, stderr, signals
 # ----------------------------------------------------------------------------------------------
 
-def child_env(**extra):
-    env = dict(os.environ)
-    env.pop('PYTHONUNBUFFERED', None)  # as a user's shell: stdout is block-buffered in a pipe
-    env.update(extra)
-    return env
 
-
-def test_missing_weights_with_no_download(tmp_path, pics):
+def test_missing_weights_with_no_download(tmp_path, pics, child_env):
     missing = tmp_path / 'nowhere' / 'imagenet-vgg-verydeep-19.mat'
     process = subprocess.run(
         [sys.executable, SCRIPT, '--no-download', '--model', str(missing), '--content',
@@ -590,7 +1091,7 @@ def test_missing_weights_with_no_download(tmp_path, pics):
 
 
 @pytest.fixture(scope='module')
-def quiet_child(tiny_vgg_file, pics, tmp_path_factory):
+def quiet_child(tiny_vgg_file, pics, child_env, tmp_path_factory):
     """A short run without TF_CPP_MIN_LOG_LEVEL, started in the background so that its
     TensorFlow import overlaps the Ctrl-C test's (both tests ask for it)."""
     folder = tmp_path_factory.mktemp('quiet')
@@ -607,7 +1108,8 @@ def quiet_child(tiny_vgg_file, pics, tmp_path_factory):
         process.communicate()
 
 
-def test_ctrl_c_saves_the_latest_image_and_exits_130(tmp_path, tiny_vgg_file, pics, quiet_child):
+def test_ctrl_c_saves_the_latest_image_and_exits_130(tmp_path, tiny_vgg_file, pics, child_env,
+                                                     quiet_child):
     out_dir = tmp_path / 'out'
     process = subprocess.Popen(
         [sys.executable, SCRIPT, '--model', tiny_vgg_file, '--no-download', '--content',
@@ -664,3 +1166,76 @@ def test_tensorflow_start_up_is_quiet(quiet_child):
     assert stderr == ''
     assert stdout.startswith('Iteration 0 :\ntotal cost = ')
     assert stdout.rstrip().splitlines()[-1].startswith('Saved ')
+
+
+def test_sigkill_mid_run_leaves_only_whole_images(tmp_path, tiny_vgg_file, pics, child_env):
+    """kill -9 a run that saves every iteration: every image under a real name decodes fully,
+    the iterations saved are 0..n without a gap, and anything else is a hidden temp file."""
+    out_dir = tmp_path / 'out'
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT] + base_args(tiny_vgg_file, pics, out_dir, '--iterations', 100000,
+                                             '--save-every', 1),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=child_env())
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            # Whole images only: a hidden temp file (.7.png.xxxx.png) also ends in .png.
+            if out_dir.is_dir() and sum(name.endswith('.png') and not name.startswith('.')
+                                        for name in os.listdir(out_dir)) >= 8:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, process.stderr.read()
+        process.kill()  # SIGKILL
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    names = os.listdir(out_dir)
+    visible = [name for name in names if not name.startswith('.')]
+    hidden = [name for name in names if name.startswith('.')]
+    assert all(re.fullmatch(r'\d+\.png', name) for name in visible), visible
+    numbers = sorted(int(name[:-4]) for name in visible)
+    assert len(numbers) >= 8 and numbers == list(range(len(numbers)))
+    for name in visible:
+        with Image.open(out_dir / name) as image:
+            image.verify()  # PNG chunk CRCs
+        assert read_rgb(out_dir / name).shape == (HEIGHT, WIDTH, 3)  # decodes fully
+    assert len(hidden) <= 1, hidden
+    for name in hidden:
+        match = TEMP_NAME.fullmatch(name)
+        assert match and re.fullmatch(r'\d+\.png', match.group('name')), name
+
+
+@pytest.mark.parametrize('case, expected_code', [
+    ('unreadable image', 2), ('truncated weights', 2), ('non-finite option', 2),
+    ('huge width', 2), ('download 404', 1)])
+def test_process_exit_code_and_one_line(tmp_path, pics, tiny_vgg_file, server, child_env, case,
+                                        expected_code):
+    """As a user runs it: `python ag.py ...`; none of these imports TensorFlow,
+    so each answers within seconds."""
+    env = child_env()
+    args = base_args(tiny_vgg_file, pics, tmp_path / 'out')
+    if case == 'unreadable image':
+        path, _ = make_bad_image('truncated JPEG', tmp_path)
+        args += ['--content', path]
+    elif case == 'truncated weights':
+        path, _ = make_bad_weights('truncated', tmp_path)
+        args += ['--model', path]
+    elif case == 'non-finite option':
+        args += ['--learning-rate=nan']
+    elif case == 'huge width':
+        args += ['--width', '100000']
+    else:
+        args = [a for a in args if a != '--no-download'] + ['--model', str(tmp_path / 'w.mat')]
+        env['NST_VGG_URL'] = server.url('/missing')
+    started = time.monotonic()
+    process = subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path, env=env)
+    assert process.returncode == expected_code, process.stderr
+    line = one_error_line(process.stderr)
+    assert process.stdout == ''
+    if case == 'download 404':
+        assert server.requests() == [('/missing', None, 404)] and env['NST_VGG_URL'] in line
+    assert time.monotonic() - started < 30

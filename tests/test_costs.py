@@ -1,12 +1,16 @@
-"""The graded cost functions: the course notebook's expected outputs, hand-computable cases and
-an independent float64 NumPy reference."""
+"""The graded cost functions of art_generation.py: the course notebook's expected outputs,
+hand-computable cases, an independent float64 NumPy reference, and the style-transfer graph and
+command-line runs built from them (editing a graded function changes the next run)."""
 import numpy as np
 import pytest
 
 import art_generation as ag
-import nst_utils
+from nst import vgg
+from nst.runtime import import_tf
+from nst.weights import read_vgg_weights
+from pictures import MEANS, checker_picture, parse_blocks, smooth_picture, striped_picture
 
-tf = nst_utils.import_tf()
+tf = import_tf()
 
 
 def tf1_random_normal(shape, mean, stddev):
@@ -110,13 +114,6 @@ def test_total_cost_weights():
     assert ag.total_cost(1.0, 2.0, alpha=3, beta=0.5) == 4.0
 
 
-def test_total_variation_by_hand():
-    image = np.zeros((1, 2, 3, 3), np.float32)
-    image[0, 1, 2, 0] = 2.0  # one pixel differs by 2 from its upper and left neighbours
-    with tf.Graph().as_default():
-        assert run(ag.total_variation_cost(tf.constant(image))) == pytest.approx(8.0)
-
-
 # --- an independent float64 NumPy reference ---------------------------------------------------
 
 def numpy_content_cost(a_C, a_G):
@@ -186,9 +183,10 @@ def test_cost_functions_do_not_touch_a_session():
                                            ((1, 4, 6, 3), 0.2)],
                          ids=['3x5x2', '38x50x64', '4x6x3-weighted'])
 def test_style_cost_gradient_matches_numpy(shape, weight):
-    """The layer style cost has a hand-written gradient (one matmul); check it against the
-    analytic float64 gradient dJ/dA = 4 c A (G_G - G_S), c = 1 / (4 n_C^2 (n_H n_W)^2), also
-    when the cost enters the total with a weight (the upstream gradient is not 1)."""
+    """The gradient of the graded layer style cost (through gram_matrix, as TensorFlow
+    differentiates it) against the analytic float64 gradient dJ/dA = 4 c A (G_G - G_S),
+    c = 1 / (4 n_C^2 (n_H n_W)^2), also when the cost enters the total with a weight (the
+    upstream gradient is not 1)."""
     rng = np.random.default_rng(7)
     a_S = rng.normal(size=shape).astype(np.float32)
     a_G = rng.normal(size=shape).astype(np.float32)
@@ -202,3 +200,114 @@ def test_style_cost_gradient_matches_numpy(shape, weight):
         gradient = tf.gradients(weight * ag.compute_layer_style_cost(a_S, a_G_t), a_G_t)[0]
         actual = run(gradient)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+# --- the graph the run builds from the graded functions ----------------------------------------
+
+def normalised(pixels):
+    """(H, W, 3) uint8 -> (1, H, W, 3) float with the mean pixel removed, as the course does."""
+    return pixels[None].astype(np.float64) - MEANS
+
+
+def numpy_gram(a):
+    """(1, n_H, n_W, n_C) -> the (n_C, n_C) Gram matrix of the unrolled activations, float64."""
+    unrolled = a.astype(np.float64).reshape(-1, a.shape[3]).T
+    return unrolled @ unrolled.T
+
+
+def test_several_styles_weight_each_styles_cost(tiny_vgg_file):
+    """With several styles the style cost is the weighted sum of each style's cost,
+    sum_k w_k sum_l lambda_l J_style(S_k, G) at every style layer l, in float64 NumPy from the
+    network's activations. Blending the Gram matrices instead (one cost against
+    sum_k w_k G_S_k) differs from it by a constant that does not depend on G (so the gradient is
+    the same): sum_l lambda_l c_l (sum_k w_k |G_S_k|^2 - |sum_k w_k G_S_k|^2)."""
+    height, width = 24, 32
+    content = normalised(smooth_picture(width, height))
+    styles = [normalised(striped_picture(width, height)),
+              normalised(checker_picture(width, height))]
+    blend = [0.25, 0.75]
+    generated = (content + np.random.default_rng(0).uniform(-20, 20, content.shape)).astype(
+        np.float32)
+    layers = [name for name, _ in ag.STYLE_LAYERS]
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = vgg.build_vgg_graph(read_vgg_weights(tiny_vgg_file), height, width, sess=sess)
+        nst = ag.build_style_transfer(sess, model, content, styles, blend_weights=blend)
+        activations = []
+        for image in [content] + styles + [generated]:
+            nst.set_input(sess, image)
+            activations.append(sess.run({key: model[key] for key in layers + ['conv4_2']}))
+        J, J_content, J_style = nst.run(sess, [nst.J, nst.J_content, nst.J_style])
+    a_C, a_S, a_G = activations[0], activations[1:-1], activations[-1]
+
+    expected_content = numpy_content_cost(a_C['conv4_2'], a_G['conv4_2'])
+    expected_style = sum(w * coeff * numpy_layer_style_cost(a_S[k][name], a_G[name])
+                         for k, w in enumerate(blend) for name, coeff in ag.STYLE_LAYERS)
+    assert J_content == pytest.approx(expected_content, rel=1e-4)
+    assert J_style == pytest.approx(expected_style, rel=1e-4)
+    assert J == pytest.approx(10 * expected_content + 40 * expected_style, rel=1e-4)
+
+    blended, constant = 0.0, 0.0
+    for name, coeff in ag.STYLE_LAYERS:
+        _, n_H, n_W, n_C = a_G[name].shape
+        c = 1.0 / (4.0 * n_C ** 2 * (n_H * n_W) ** 2)
+        grams = [numpy_gram(a[name]) for a in a_S]
+        mixed = sum(w * g for w, g in zip(blend, grams))
+        blended += coeff * c * np.sum((mixed - numpy_gram(a_G[name])) ** 2)
+        constant += coeff * c * (sum(w * np.sum(g ** 2) for w, g in zip(blend, grams))
+                                 - np.sum(mixed ** 2))
+    assert constant > 0.01 * expected_style  # the two forms do differ
+    assert J_style != pytest.approx(blended, rel=1e-3)
+    assert J_style - blended == pytest.approx(constant, rel=1e-3)
+
+
+@pytest.fixture
+def course_run(capsys, tiny_vgg_file, pics, tmp_path):
+    """course_run(name) -> (content cost, style cost) that `python art_generation.py` prints at
+    iteration 0 of a one-iteration run on the tiny model, in this process. The learning rate is
+    tiny, so those are the costs of the starting image (seed 1) to within 1e-6 of a pixel."""
+    def run(name):
+        capsys.readouterr()
+        code = ag.main(['--model', tiny_vgg_file, '--no-download', '--no-tune', '--no-progress',
+                        '--content', pics.content, '--style', pics.style, '--width', '64',
+                        '--iterations', '1', '--print-every', '1', '--save-every', '0',
+                        '--seed', '1', '--learning-rate', '1e-6',
+                        '--output-dir', str(tmp_path / name)])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        [(iteration, total, content_cost, style_cost)] = parse_blocks(out)
+        assert iteration == 0
+        assert total == pytest.approx(10 * content_cost + 40 * style_cost, rel=1e-5)
+        return content_cost, style_cost
+    return run
+
+
+def test_editing_gram_matrix_changes_the_cost_of_a_command_line_run(course_run, monkeypatch):
+    """The run's style cost goes through art_generation.gram_matrix: a Gram matrix twice as
+    large doubles G_S - G_G, so the style cost is 4 times as large; the content cost is not
+    touched."""
+    content_cost, style_cost = course_run('course')
+    real_gram_matrix = ag.gram_matrix
+    calls = []
+
+    def doubled_gram_matrix(A):
+        calls.append(A)
+        return 2 * real_gram_matrix(A)
+
+    monkeypatch.setattr(ag, 'gram_matrix', doubled_gram_matrix)
+    doubled_content, doubled_style = course_run('doubled-gram')
+    assert len(calls) == 2 * len(ag.STYLE_LAYERS)  # G_S and G_G of each style layer, built once
+    assert doubled_style != pytest.approx(style_cost, rel=1e-3)
+    assert doubled_style == pytest.approx(4 * style_cost, rel=1e-4)
+    assert doubled_content == pytest.approx(content_cost, rel=1e-5)
+
+
+def test_editing_compute_content_cost_changes_the_cost_of_a_command_line_run(course_run,
+                                                                             monkeypatch):
+    """Likewise the content cost goes through art_generation.compute_content_cost."""
+    content_cost, style_cost = course_run('course')
+    real_content_cost = ag.compute_content_cost
+    monkeypatch.setattr(ag, 'compute_content_cost',
+                        lambda a_C, a_G: 2 * real_content_cost(a_C, a_G))
+    doubled_content, doubled_style = course_run('doubled-content')
+    assert doubled_content == pytest.approx(2 * content_cost, rel=1e-4)
+    assert doubled_style == pytest.approx(style_cost, rel=1e-5)

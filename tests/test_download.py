@@ -1,217 +1,38 @@
-"""Tests of nst_utils.download_vgg_model against a threaded HTTP server on 127.0.0.1.
+"""Tests of nst.download (download_vgg_model, sha256_of_file) against the threaded HTTP server
+on 127.0.0.1 of tests/loopback.py.
 
 Nothing here touches the network: the server binds 127.0.0.1 on a free port, every URL the
 downloader opens is checked to be on 127.0.0.1, and proxy settings are cleared so urllib
-connects directly. time.sleep in nst_utils is replaced so retries are instant.
+connects directly (conftest.py's loopback_only). time.sleep in nst.download is replaced so
+retries are instant (conftest.py's sleeps).
 """
 
 import hashlib
 import os
-import random
-import re
-import socket
-import sys
-import threading
-import urllib.parse
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import nst_utils  # noqa: E402
-from nst_utils import DownloadError  # noqa: E402
+from nst import download as nst_download
+from nst.errors import DownloadError
 
-SIZE = 300_007                      # a few hundred KB, not a multiple of the 64 KiB read size
-CUT = 123_457                       # where dropped transfers stop (not chunk-aligned either)
-PAYLOAD = random.Random(1).randbytes(SIZE)
-PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
-OTHER = random.Random(2).randbytes(SIZE)          # what /wrong-bytes serves
-OTHER_SHA = hashlib.sha256(OTHER).hexdigest()
+from loopback import CUT, OTHER, OTHER_SHA, PAYLOAD, PAYLOAD_SHA, SIZE
+
 TIMEOUT = 2
 RETRIES = 3
 
+# Every test: only the loopback server (conftest.py) can be reached, and no retry waits.
+pytestmark = pytest.mark.usefixtures('loopback_only', 'sleeps')
+
 
 # ----------------------------------------------------------------------------------------------
-# The loopback server
+# Fixtures and helpers
 # ----------------------------------------------------------------------------------------------
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-
-    def log_message(self, format, *args):  # keep pytest output clean
-        pass
-
-    def handle(self):
-        # A TLS ClientHello (first byte 0x16) on this plain-HTTP port: drain it, answer with
-        # plain text and close, so the client fails with ssl.SSLError (used by the fallback test).
-        try:
-            first = self.connection.recv(1, socket.MSG_PEEK)
-        except OSError:
-            return
-        if first == b'\x16':
-            self.server.record('TLS', None, None)
-            self.connection.settimeout(0.5)
-            try:
-                self.connection.recv(65536)
-                self.wfile.write(b'HTTP/1.0 400 Bad Request\r\n\r\nplain HTTP only\r\n')
-            except OSError:
-                pass
-            return
-        super().handle()
-
-    def do_GET(self):
-        path = self.path
-        count = self.server.count(path)
-        behaviour = {
-            '/good': lambda: self.serve(PAYLOAD),
-            '/wrong-bytes': lambda: self.serve(OTHER),
-            '/missing': lambda: self.fail(404, 'Not Found'),
-            '/drop-once-ranged': lambda: self.serve(PAYLOAD, cut=CUT if count == 0 else None),
-            '/drop-no-range': lambda: self.serve(PAYLOAD, ranges=False,
-                                                 cut=CUT if count == 0 else None),
-            '/always-drop': lambda: self.serve(PAYLOAD, ranges=False, cut=CUT),
-            '/error-once': lambda: (self.fail(500, 'Internal Server Error') if count == 0
-                                    else self.serve(PAYLOAD)),
-            '/chunked-drop-once': lambda: (self.serve_chunked_cut(PAYLOAD, CUT) if count == 0
-                                           else self.serve(PAYLOAD)),
-        }.get(path)
-        if behaviour is None:
-            self.fail(404, 'Not Found')
-        else:
-            behaviour()
-        self.close_connection = True
-
-    def fail(self, code, reason):
-        self.server.record(self.path, self.headers.get('Range'), code)
-        body = reason.encode()
-        self.send_response(code, reason)
-        self.send_header('Content-Length', str(len(body)))
-        self.send_header('Connection', 'close')
-        self.end_headers()
-        self.wfile.write(body)
-
-    def serve(self, body, ranges=True, cut=None):
-        """Send body (honouring `Range: bytes=N-` if ranges); stop after absolute offset cut."""
-        header = self.headers.get('Range')
-        start = 0
-        if ranges and header:
-            match = re.fullmatch(r'bytes=(\d+)-', header.strip())
-            assert match, 'unexpected Range header %r' % header
-            start = int(match.group(1))
-            if start >= len(body):
-                self.server.record(self.path, header, 416)
-                self.send_response(416)
-                self.send_header('Content-Range', 'bytes */%d' % len(body))
-                self.send_header('Content-Length', '0')
-                self.send_header('Connection', 'close')
-                self.end_headers()
-                return
-            status = 206
-        else:
-            status = 200
-        self.server.record(self.path, header, status)
-        self.send_response(status)
-        if status == 206:
-            self.send_header('Content-Range', 'bytes %d-%d/%d' % (start, len(body) - 1, len(body)))
-        self.send_header('Content-Length', str(len(body) - start))  # always the full remainder
-        self.send_header('Connection', 'close')
-        self.end_headers()
-        end = len(body) if cut is None else cut
-        self.wfile.write(body[start:end])
-
-    def serve_chunked_cut(self, body, cut):
-        """A chunked response that closes after `cut` bytes without the terminating chunk."""
-        self.server.record(self.path, self.headers.get('Range'), 200)
-        self.send_response(200)
-        self.send_header('Transfer-Encoding', 'chunked')
-        self.send_header('Connection', 'close')
-        self.end_headers()
-        self.wfile.write(b'%x\r\n%s\r\n' % (cut, body[:cut]))
-
-
-class LoopbackServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(('127.0.0.1', 0), Handler)
-        self.lock = threading.Lock()
-        self.log = []       # (path, Range header or None, status, dest existed?, .part size)
-        self.counts = {}
-        self.dest = None    # set by the test: snapshot dest and dest.part at each request
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={'poll_interval': 0.01},
-                                       daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return 'http://127.0.0.1:%d%s' % (self.server_address[1], path)
-
-    def count(self, path):
-        with self.lock:
-            n = self.counts.get(path, 0)
-            self.counts[path] = n + 1
-            return n
-
-    def record(self, path, range_header, status):
-        dest_exists = part_size = None
-        if self.dest is not None:
-            dest_exists = os.path.exists(self.dest)
-            part = self.dest + '.part'
-            part_size = os.path.getsize(part) if os.path.exists(part) else None
-        with self.lock:
-            self.log.append((path, range_header, status, dest_exists, part_size))
-
-    def requests(self):
-        with self.lock:
-            return [(path, rng, status) for path, rng, status, _, _ in self.log]
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def server():
-    srv = LoopbackServer()
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    """No proxies, and every URL the downloader opens must be on 127.0.0.1."""
-    for name in list(os.environ):
-        if name.lower() in ('http_proxy', 'https_proxy', 'all_proxy', 'ftp_proxy'):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv('no_proxy', '*')
-    monkeypatch.setenv('NO_PROXY', '*')
-    real_urlopen = urllib.request.urlopen
-
-    def guarded_urlopen(request, *args, **kwargs):
-        url = request.full_url if isinstance(request, urllib.request.Request) else request
-        host = urllib.parse.urlsplit(url).hostname
-        assert host == '127.0.0.1', 'test tried to open a non-loopback URL: %s' % url
-        return real_urlopen(request, *args, **kwargs)
-
-    monkeypatch.setattr(urllib.request, 'urlopen', guarded_urlopen)
-
-
-@pytest.fixture(autouse=True)
-def sleeps(monkeypatch):
-    """Retries are instant; the list records the back-off delays that were asked for."""
-    calls = []
-    monkeypatch.setattr(nst_utils.time, 'sleep', lambda seconds: calls.append(seconds))
-    return calls
-
 
 @pytest.fixture
 def verifications(monkeypatch):
     """Spy on the checksum step: record, at that moment, whether dest exists and .part's size."""
     calls = []
-    real = nst_utils.sha256_of_file
+    real = nst_download.sha256_of_file
 
     def spy(path, *args, **kwargs):
         assert path.endswith('.part'), 'checksum must be taken of the .part file, not %s' % path
@@ -219,7 +40,7 @@ def verifications(monkeypatch):
         calls.append((os.path.exists(dest), os.path.getsize(path)))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(nst_utils, 'sha256_of_file', spy)
+    monkeypatch.setattr(nst_download, 'sha256_of_file', spy)
     return calls
 
 
@@ -235,7 +56,7 @@ def download(server, dest, path, **kwargs):
     options = dict(dest=dest, url=server.url(path), sha256=PAYLOAD_SHA, retries=RETRIES,
                    timeout=TIMEOUT, progress=False)
     options.update(kwargs)
-    return nst_utils.download_vgg_model(**options)
+    return nst_download.download_vgg_model(**options)
 
 
 def read(path):
@@ -430,3 +251,15 @@ def test_dropped_chunked_transfer_resumes(server, dest, sleeps):
     assert server.requests() == [('/chunked-drop-once', None, 200),
                                  ('/chunked-drop-once', 'bytes=%d-' % have, 206)]
     assert sleeps == [1]
+
+
+def test_the_weights_file_is_documented_where_it_goes():
+    """pretrained-model/README.md names the address and checksum the downloader uses."""
+    from nst import config
+    readme = os.path.join(config.PROJECT_DIR, 'pretrained-model', 'README.md')
+    with open(readme, encoding='utf-8') as f:
+        text = f.read()
+    assert config.VGG_URL in text and config.VGG_SHA256 in text
+    # The downloader's defaults are those.
+    assert (nst_download.VGG_URL, nst_download.VGG_SHA256) == (config.VGG_URL, config.VGG_SHA256)
+    assert 'CC BY 4.0' in text

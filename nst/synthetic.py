@@ -1,7 +1,7 @@
 """Generate MatConvNet-layout VGG-19 .mat files for tests and benchmarks.
 
 The real imagenet-vgg-verydeep-19.mat cannot be fetched on our machines, so the loader is tested
-on files written here. They follow /work/shared/MATCONVNET_VGG19.md in every way a loader can see:
+on files written here. They follow pretrained-model/README.md in every way a loader can see:
 
 - MATLAB v5 file (scipy.io.savemat) with the top-level variables ``layers`` then ``meta``.
 - ``layers`` is a 1x43 cell of 1x1 structs in the real order (conv1_1 ... pool5, fc6, relu6, fc7,

@@ -1,7 +1,7 @@
-"""Tests of the streaming MAT-file reader in nst_utils (read_mat_cells and friends).
+"""Tests of the streaming MAT-file reader in nst.matfile (read_mat_cells and friends).
 
 Expected values come from scipy.io.loadmat (an independent implementation of the format), from
-the arrays tests/vgg_fixture.py wrote, or from byte offsets measured on the files themselves;
+the arrays nst/synthetic.py wrote, or from byte offsets measured on the files themselves;
 never from the code under test. MATLAB-written files shipped with SciPy's test suite are used
 when present (they have what savemat never writes: big-endian files, chars stored as miUINT16,
 doubles stored in smaller types, small data elements, complex arrays, struct arrays).
@@ -20,10 +20,11 @@ import pytest
 import scipy.io
 import scipy.sparse
 
-import nst_utils
-import vgg_fixture
-from nst_utils import MatFormatError, mat_file_truncated, read_mat_cells
-from vgg_fixture import write_mat
+from nst import matfile
+from nst import synthetic
+from nst.errors import MatFormatError
+from nst.matfile import mat_file_truncated, read_mat_cells
+from nst.synthetic import write_mat
 
 NEEDED = 37  # conv1_1 .. pool5
 
@@ -171,9 +172,9 @@ def truncated_at(error):
 
 VARIANTS = {
     'current': {},
-    'reordered': {'layers_override': vgg_fixture.reorder_fields},
+    'reordered': {'layers_override': synthetic.reorder_fields},
     'old': {'layout': 'old'},
-    'shuffled': {'layers_override': lambda ls: vgg_fixture.reorder_fields(
+    'shuffled': {'layers_override': lambda ls: synthetic.reorder_fields(
         ls, order=lambda fields: fields[1:] + fields[:1])},
 }
 
@@ -182,7 +183,7 @@ VARIANTS = {
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_first_cells_equal_loadmat(tmp_path, variant, compressed):
     path = write_mat(tmp_path, do_compression=compressed, **VARIANTS[variant])
-    written = vgg_fixture.build_layers(layout='old' if variant == 'old' else 'current')
+    written = synthetic.build_layers(layout='old' if variant == 'old' else 'current')
     expected = loadmat(path)['layers']
     assert expected.shape == (1, 43)
 
@@ -191,10 +192,10 @@ def test_first_cells_equal_loadmat(tmp_path, variant, compressed):
     assert len(cells) == NEEDED
     for i, cell in enumerate(cells):
         assert_same(cell, from_loadmat(expected[0, i]), 'layers{%d}' % i)
-    assert [cell['name'] for cell in cells] == list(vgg_fixture.LAYER_NAMES[:NEEDED])
+    assert [cell['name'] for cell in cells] == list(synthetic.LAYER_NAMES[:NEEDED])
     # The kernels are the very arrays the fixture wrote (dtype, shape, bits).
-    for name, (kernel, bias) in vgg_fixture.weights_by_name(written[:NEEDED]).items():
-        cell = cells[vgg_fixture.LAYER_NAMES.index(name)]
+    for name, (kernel, bias) in synthetic.weights_by_name(written[:NEEDED]).items():
+        cell = cells[synthetic.LAYER_NAMES.index(name)]
         if variant == 'old':
             got_kernel, got_bias = cell['filters'], cell['biases']
             bias = bias.reshape(1, -1)
@@ -217,7 +218,7 @@ def test_count_none_reads_all_cells(tmp_path, compressed):
     for i, cell in enumerate(cells):
         assert_same(cell, from_loadmat(expected[0, i]), 'layers{%d}' % i)
     assert [c['name'] for c in read_mat_cells(path, 'layers', 100)] == list(
-        vgg_fixture.LAYER_NAMES)
+        synthetic.LAYER_NAMES)
     assert read_mat_cells(path, 'layers', 0) == []
     with pytest.raises(ValueError):
         read_mat_cells(path, 'layers', -1)
@@ -228,15 +229,15 @@ def test_other_variables_read_whole(tmp_path, compressed):
     path = write_mat(tmp_path, do_compression=compressed)
     expected = loadmat(path)
 
-    assert nst_utils.mat_variable_names(path) == ['layers', 'meta']
-    assert_same(nst_utils.read_mat_variable(path, 'meta'), from_loadmat(expected['meta']))
-    assert_same(nst_utils.read_mat_variable(path, 'layers'), from_loadmat(expected['layers']))
+    assert matfile.mat_variable_names(path) == ['layers', 'meta']
+    assert_same(matfile.read_mat_variable(path, 'meta'), from_loadmat(expected['meta']))
+    assert_same(matfile.read_mat_variable(path, 'layers'), from_loadmat(expected['layers']))
 
 
 def test_cell_array_column_major_order(tmp_path):
     """A 2x3 cell: elements come in MATLAB's linear order, down the columns first."""
     path = str(tmp_path / 'grid.mat')
-    grid = vgg_fixture.make_cell(['a', 'b', 'c', 'd', 'e', 'f'], shape=(2, 3))
+    grid = synthetic.make_cell(['a', 'b', 'c', 'd', 'e', 'f'], shape=(2, 3))
     scipy.io.savemat(path, {'grid': grid})
     expected = loadmat(path)['grid'].matlab
 
@@ -251,7 +252,7 @@ def test_assorted_values_equal_loadmat(tmp_path):
     """Types savemat writes that the VGG file does not use, inside the cells read."""
     path = str(tmp_path / 'assorted.mat')
     rng = np.random.default_rng(3)
-    nested = vgg_fixture.make_struct({'inner': vgg_fixture.make_struct({'x': np.int16(-7)}),
+    nested = synthetic.make_struct({'inner': synthetic.make_struct({'x': np.int16(-7)}),
                                       'empty': np.zeros((0, 3)), 'text': 'naïve ☃'})
     records = np.empty((1, 2), dtype=[('p', object), ('q', object)])
     records['p'][0, 0], records['q'][0, 0] = 1.5, 'one'
@@ -266,10 +267,10 @@ def test_assorted_values_equal_loadmat(tmp_path):
         '',
         nested,
         records,
-        vgg_fixture.make_cell([np.float32(2.5), 'deep', vgg_fixture.make_cell([])]),
+        synthetic.make_cell([np.float32(2.5), 'deep', synthetic.make_cell([])]),
         np.float64(np.nan),
     ]
-    scipy.io.savemat(path, {'stuff': vgg_fixture.make_cell(items)})
+    scipy.io.savemat(path, {'stuff': synthetic.make_cell(items)})
     expected = loadmat(path)['stuff']
 
     cells = read_mat_cells(path, 'stuff')
@@ -355,11 +356,11 @@ def test_compressed_data_after_the_needed_cells_is_not_read(tmp_path):
 
 def test_variables_before_are_skipped_unread(tmp_path):
     path = str(tmp_path / 'before.mat')
-    layers = vgg_fixture.build_layers()
+    layers = synthetic.build_layers()
     scipy.io.savemat(path, {'before': np.arange(5000, dtype=np.float64).reshape(50, 100),
                             'sparse': scipy.sparse.csc_matrix(np.eye(4)),
-                            'layers': vgg_fixture.make_cell(layers),
-                            'meta': vgg_fixture.make_meta(10)})
+                            'layers': synthetic.make_cell(layers),
+                            'meta': synthetic.make_meta(10)})
     expected = loadmat(path)['layers']
     # Damage the data of the first variable (its header, 64 bytes with the name, stays).
     _, nbytes = first_tag(path)
@@ -369,17 +370,17 @@ def test_variables_before_are_skipped_unread(tmp_path):
 
     for i, cell in enumerate(cells):
         assert_same(cell, from_loadmat(expected[0, i]), 'layers{%d}' % i)
-    assert nst_utils.mat_variable_names(path) == ['before', 'sparse', 'layers', 'meta']
+    assert matfile.mat_variable_names(path) == ['before', 'sparse', 'layers', 'meta']
     with pytest.raises(MatFormatError, match='unsupported.*sparse'):
-        nst_utils.read_mat_variable(path, 'sparse')
+        matfile.read_mat_variable(path, 'sparse')
 
 
 def test_compressed_variables_before_are_skipped(tmp_path):
     path = str(tmp_path / 'before_z.mat')
-    layers = vgg_fixture.build_layers()
+    layers = synthetic.build_layers()
     rng = np.random.default_rng(1)
     scipy.io.savemat(path, {'noise': rng.standard_normal((300, 300)), 'layers':
-                            vgg_fixture.make_cell(layers)}, do_compression=True)
+                            synthetic.make_cell(layers)}, do_compression=True)
     expected = loadmat(path)['layers']
 
     cells = read_mat_cells(path, 'layers', NEEDED)
@@ -390,9 +391,9 @@ def test_compressed_variables_before_are_skipped(tmp_path):
 
 def test_unsupported_cells_after_the_needed_ones_are_skipped(tmp_path):
     path = str(tmp_path / 'mixed.mat')
-    items = [vgg_fixture.make_struct({'name': 'first'}), scipy.sparse.csc_matrix(np.eye(3)),
-             vgg_fixture.make_struct({'name': 'third'})]
-    scipy.io.savemat(path, {'mixed': vgg_fixture.make_cell(items)})
+    items = [synthetic.make_struct({'name': 'first'}), scipy.sparse.csc_matrix(np.eye(3)),
+             synthetic.make_struct({'name': 'third'})]
+    scipy.io.savemat(path, {'mixed': synthetic.make_cell(items)})
 
     assert read_mat_cells(path, 'mixed', 1) == [{'name': 'first'}]
     with pytest.raises(MatFormatError, match='unsupported MATLAB class sparse'):
@@ -483,7 +484,7 @@ def test_damaged_byte_count_fails_before_allocating(tmp_path):
     tracemalloc.start()
     try:
         with pytest.raises(MatFormatError) as error:
-            nst_utils.read_mat_variable(path, 'x')
+            matfile.read_mat_variable(path, 'x')
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -508,7 +509,7 @@ def test_error_messages(tmp_path):
         read_mat_cells(path, 'meta')
 
     html = str(tmp_path / 'page.mat')
-    vgg_fixture.write_html_page(html)
+    synthetic.write_html_page(html)
     with pytest.raises(MatFormatError, match='not a MATLAB v5 MAT-file') as error:
         read_mat_cells(html)
     assert isinstance(error.value, ValueError)
@@ -555,16 +556,16 @@ def test_matlab_written_files(name):
         warnings.simplefilter('ignore')
         expected = {k: v for k, v in loadmat(path).items() if not k.startswith('__')}
 
-    names = nst_utils.mat_variable_names(path)
+    names = matfile.mat_variable_names(path)
 
     assert sorted(names) == sorted(expected)
     assert mat_file_truncated(path) is False
     for variable in names:
         if UNSUPPORTED.match(name):
             with pytest.raises(MatFormatError, match='unsupported'):
-                nst_utils.read_mat_variable(path, variable)
+                matfile.read_mat_variable(path, variable)
             continue
-        value = nst_utils.read_mat_variable(path, variable)
+        value = matfile.read_mat_variable(path, variable)
         assert_same(value, from_loadmat(expected[variable]), '%s:%s' % (name, variable))
         if expected[variable].matlab.dtype == object:  # a cell array, not a struct array
             cells = read_mat_cells(path, variable)
@@ -589,8 +590,8 @@ def test_big_endian_file_was_covered():
 def test_real_widths_equal_loadmat_fast_one_copy(real_width_vgg_file):
     path = real_width_vgg_file
     # The arrays written to that file, rebuilt (deterministic per seed) rather than kept in memory.
-    weights = vgg_fixture.weights_by_name(
-        vgg_fixture.build_layers(vgg_fixture.REAL_WIDTHS, with_fc=False))
+    weights = synthetic.weights_by_name(
+        synthetic.build_layers(synthetic.REAL_WIDTHS, with_fc=False))
     total = sum(k.nbytes + b.nbytes for k, b in weights.values())
     assert 79e6 < total < 81e6
 
@@ -607,7 +608,7 @@ def test_real_widths_equal_loadmat_fast_one_copy(real_width_vgg_file):
                                                                                         total)
     assert seconds < 3.0  # about 0.1 s on a warm page cache; generous for slow machines
     for name, (kernel, bias) in weights.items():
-        cell = cells[vgg_fixture.LAYER_NAMES.index(name)]
+        cell = cells[synthetic.LAYER_NAMES.index(name)]
         assert cell['name'] == name
         assert np.array_equal(cell['weights'][0, 0], kernel)
         assert np.array_equal(cell['weights'][0, 1], bias)

@@ -1,6 +1,7 @@
-"""The course's training loop (model_nn) and the optimisers, end to end on a tiny generated VGG-19.
+"""nst.optimize and the course's training loop (art_generation.model_nn): the optimisers end to
+end on a tiny generated VGG-19, Ctrl-C, and the total-variation cost.
 
-The weights come from tests/vgg_fixture.py (MatConvNet layout, tiny channel widths), so a run
+The weights come from nst/synthetic.py (MatConvNet layout, tiny channel widths), so a run
 takes a fraction of a second. Expected values come from the course (its print format, alpha 10,
 beta 40, the file names, the save_image formula) or from NumPy, never from the code under test.
 """
@@ -13,10 +14,13 @@ from PIL import Image
 
 import art_generation as ag
 import nst_utils
+from nst import images, optimize, vgg
+from nst.runtime import import_tf
+from nst.weights import read_vgg_weights
 from pictures import (MEANS, block_means, checker_picture, parse_blocks, read_rgb,
                       smooth_picture, striped_picture)
 
-tf = nst_utils.import_tf()
+tf = import_tf()
 
 HEIGHT, WIDTH = 48, 64
 BLACK_AND_WHITE = ((255, 255, 255), (0, 0, 0))  # checkerboard: every pixel at a bound of 0..255
@@ -24,12 +28,29 @@ BLACK_AND_WHITE = ((255, 255, 255), (0, 0, 0))  # checkerboard: every pixel at a
 
 @pytest.fixture(scope='module')
 def tiny_weights(tiny_vgg_file):
-    return nst_utils.read_vgg_weights(tiny_vgg_file)
+    return read_vgg_weights(tiny_vgg_file)
+
+
+def build(sess, weights, content, styles, **settings):
+    """The course's model at the content's size in sess, and the style transfer built on it."""
+    model = vgg.build_vgg_graph(weights, *content.shape[1:3], sess=sess)
+    return ag.build_style_transfer(sess, model, content, styles, **settings)
 
 
 def normalised(pixels):
     """(H, W, 3) uint8 -> (1, H, W, 3) float with the mean pixel removed, as the course does."""
     return pixels[None].astype(np.float64) - MEANS
+
+
+# ----------------------------------------------------------------------------------------------
+# The total-variation cost
+# ----------------------------------------------------------------------------------------------
+
+def test_total_variation_by_hand():
+    image = np.zeros((1, 2, 3, 3), np.float32)
+    image[0, 1, 2, 0] = 2.0  # one pixel differs by 2 from its upper and left neighbours
+    with tf.Graph().as_default(), tf.Session() as sess:
+        assert sess.run(optimize.total_variation_cost(tf.constant(image))) == pytest.approx(8.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -44,7 +65,7 @@ def test_model_nn_end_to_end(tiny_weights, tmp_path, capsys):
     style = normalised(striped_picture(WIDTH, HEIGHT))
     out_dir = tmp_path / 'output'
     with tf.Graph().as_default(), tf.Session() as sess:
-        ag.build_style_transfer(sess, tiny_weights, content, [style])
+        build(sess, tiny_weights, content, [style])
         np.random.seed(1)
         input_image = nst_utils.generate_noise_image(content)
         capsys.readouterr()
@@ -98,10 +119,10 @@ def test_model_nn_uses_the_graph_of_its_own_session(tiny_weights, tmp_path, caps
     style = normalised(striped_picture(WIDTH, HEIGHT))
     small = normalised(smooth_picture(32, 24))
     with tf.Graph().as_default(), tf.Session() as sess_small:
-        ag.build_style_transfer(sess_small, tiny_weights, small, [normalised(
+        build(sess_small, tiny_weights, small, [normalised(
             striped_picture(32, 24))])
         with tf.Graph().as_default(), tf.Session() as sess:
-            ag.build_style_transfer(sess, tiny_weights, content, [style])
+            build(sess, tiny_weights, content, [style])
             # The small session's graph is not the default one here.
             image_small = ag.model_nn(sess_small, small.astype(np.float32), num_iterations=1,
                                       output_dir=str(tmp_path / 'small'))
@@ -126,12 +147,13 @@ def test_lbfgs_keeps_every_pixel_in_range_where_adam_does_not(tiny_weights, tmp_
     style = normalised(striped_picture(WIDTH, HEIGHT, seed=3))
     start = board.astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
-        nst = ag.build_style_transfer(sess, tiny_weights, board, [style])
-        adam = ag.optimise(sess, nst, start, 30, optimizer='adam', output_dir=str(tmp_path / 'a'),
-                           progress=False, print_every=0, save_every=0)
-        lbfgs = ag.optimise(sess, nst, start, 30, optimizer='lbfgs',
-                            output_dir=str(tmp_path / 'l'), progress=False, print_every=0,
-                            save_every=0)
+        nst = build(sess, tiny_weights, board, [style])
+        adam = optimize.optimise(sess, nst, start, 30, optimizer='adam',
+                                 output_dir=str(tmp_path / 'a'),
+                                 progress=False, print_every=0, save_every=0)
+        lbfgs = optimize.optimise(sess, nst, start, 30, optimizer='lbfgs',
+                                  output_dir=str(tmp_path / 'l'), progress=False, print_every=0,
+                                  save_every=0)
 
     # The control: this problem does push pixels out of range.
     adam_pixels = adam.image + MEANS
@@ -165,18 +187,18 @@ def test_sigint_stops_after_the_current_iteration(tiny_weights, tmp_path, optimi
     style = normalised(striped_picture(WIDTH, HEIGHT))
     saves = []
 
-    def postprocess(pixels):
-        saves.append(pixels)
+    def save_image(path, image):
+        saves.append(path)
         if len(saves) == 3:  # saving 2.png
             signal.raise_signal(signal.SIGINT)
-        return pixels
+        images.save_pixels(path, images.to_pixels(image))
 
     before = signal.getsignal(signal.SIGINT)
     with tf.Graph().as_default(), tf.Session() as sess:
-        nst = ag.build_style_transfer(sess, tiny_weights, content, [style])
-        result = ag.optimise(sess, nst, content.astype(np.float32), 50, optimizer=optimizer,
-                             output_dir=str(tmp_path), save_every=1, print_every=0,
-                             progress=False, postprocess=postprocess)
+        nst = build(sess, tiny_weights, content, [style])
+        result = optimize.optimise(sess, nst, content.astype(np.float32), 50, optimizer=optimizer,
+                                   output_dir=str(tmp_path), save_every=1, print_every=0,
+                                   progress=False, save_image=save_image)
     assert signal.getsignal(signal.SIGINT) is before
     assert result.interrupted and not result.diverged
     assert result.iterations == 3

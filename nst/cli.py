@@ -1,0 +1,505 @@
+"""The command line of art_generation.py: options, their checks, the inputs of a run, the
+weights on first use, and errors turned into one line and an exit code.
+
+art_generation.main reads like the notebook's cells; everything about options and files that a
+notebook does not need is here.
+"""
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from nst import config, download, memory, runtime, stages
+from nst.config import VGG19_KEYS
+from nst.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, DownloadError, NSTError,
+                        UsageError)
+from nst.images import (fit_image, read_image, resize_image, save_pixels, to_pixels,
+                        transfer_luminance)
+from nst.weights import layers_needed, read_vgg_weights
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _number(kind, minimum=None, strictly=False, name=None):
+    """An argparse type: a finite number of kind (int or float) above a minimum."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError('%r is not %s' % (
+                text, 'a whole number' if kind is int else 'a number')) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError('%r is not finite' % text)
+        if kind is float and abs(value) > _FLOAT32_MAX:  # the graph computes in float32
+            raise argparse.ArgumentTypeError('%r is too large (float32 holds up to %.4g)'
+                                             % (text, _FLOAT32_MAX))
+        if minimum is not None and (value <= minimum if strictly else value < minimum):
+            raise argparse.ArgumentTypeError('%r must be %s %s' % (
+                text, 'greater than' if strictly else 'at least', minimum))
+        return value
+    parse.__name__ = name or kind.__name__
+    return parse
+
+
+positive_int = _number(int, 0, strictly=True, name='positive whole number')
+non_negative_int = _number(int, 0, name='whole number')
+positive_float = _number(float, 0.0, strictly=True, name='positive number')
+non_negative_float = _number(float, 0.0, name='non-negative number')
+
+
+def parse_style_layers(text):
+    """'conv1_1:0.2,conv2_1:0.2' -> [('conv1_1', 0.2), ('conv2_1', 0.2)]."""
+    layers = []
+    for item in text.split(','):
+        name, sep, weight = item.strip().partition(':')
+        if name not in VGG19_KEYS:
+            raise argparse.ArgumentTypeError('unknown layer %r (one of %s)'
+                                             % (name, ', '.join(VGG19_KEYS)))
+        try:
+            value = float(weight) if sep else None
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError('%r needs a weight: layer:weight with a '
+                                             'non-negative number' % item.strip())
+        layers.append((name, value))
+    if not any(weight > 0 for _, weight in layers):
+        raise argparse.ArgumentTypeError('no style layer has a positive weight')
+    return layers
+
+
+def parse_counts(text):
+    """'200,100,50' -> [200, 100, 50], each a positive whole number."""
+    counts = []
+    for item in text.split(','):
+        try:
+            count = int(item.strip())
+        except ValueError:
+            count = 0
+        if count <= 0:
+            raise argparse.ArgumentTypeError('%r is not a list of positive whole numbers '
+                                             '(N,N,...)' % text)
+        counts.append(count)
+    return counts
+
+
+def parse_layer(text):
+    if text not in VGG19_KEYS:
+        raise argparse.ArgumentTypeError('unknown layer %r (one of %s)'
+                                         % (text, ', '.join(VGG19_KEYS)))
+    return text
+
+
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line on stderr and exit code 2 (argparse would print the usage first)."""
+        self.exit(EXIT_USAGE, '%s: error: %s (see --help)\n' % (self.prog, message))
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once: a help text that already says its default (in words,
+    e.g. 'default: equal') is not followed by a second, raw '(default: None)'."""
+
+    def _get_help_string(self, action):
+        if '(default:' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser(content_layer, style_layers):
+    """The command line's options; content_layer and style_layers are the defaults (the
+    course's, handed in by art_generation.main)."""
+    parser = _Parser(
+        prog='art_generation.py',
+        description='Neural style transfer (Gatys et al.) with VGG-19, as in the deeplearning.ai '
+                    'assignment. With no options: the course run on the default images.',
+        formatter_class=_HelpFormatter)
+    images = parser.add_argument_group('images')
+    images.add_argument('--content', default=config.CONTENT_IMAGE, metavar='PATH',
+                        help='content photo')
+    images.add_argument('--style', nargs='+', default=[config.STYLE_IMAGE], metavar='PATH',
+                        help='one or more style images, scaled and centre-cropped to the '
+                             'size of the result')
+    images.add_argument('--style-blend-weights', nargs='+', type=non_negative_float,
+                        metavar='W', help='one weight per style image, normalised to sum to 1 '
+                        '(default: equal). The result is pulled toward the weighted average '
+                        "of the styles' Gram matrices, the same as weighting each style's cost")
+    images.add_argument('--initial', metavar='PATH',
+                        help='start from this image (resized to the result) instead of noise '
+                             'blended with the content')
+    images.add_argument('--width', type=positive_int, default=config.IMAGE_WIDTH,
+                        help='width of the result in pixels; the height follows the content '
+                             "image's aspect ratio")
+    images.add_argument('--output-dir', default=config.OUTPUT_DIR, metavar='DIR',
+                        help='where i.png, generated_image.jpg, costs.png and summary.png go')
+
+    model = parser.add_argument_group('model')
+    model.add_argument('--model', default=config.VGG_MODEL, metavar='PATH',
+                       help='MatConvNet imagenet-vgg-verydeep-19.mat (downloaded if missing, '
+                            'from the environment variable NST_VGG_URL if set, else %s; '
+                            'checked by SHA-256 either way)' % config.VGG_URL.replace('%', '%%'))
+    model.add_argument('--no-download', action='store_true',
+                       help='stop with a message instead of downloading missing weights')
+    model.add_argument('--content-layer', type=parse_layer, default=content_layer,
+                       help='layer whose activations carry the content')
+    model.add_argument('--style-layers', type=parse_style_layers, default=style_layers,
+                       metavar='LAYER:W,...',
+                       help='style layers and their weights, e.g. conv1_1:0.2,conv2_1:0.2 '
+                            '(default: conv1_1 ... conv5_1 at 0.2 each)')
+    model.add_argument('--pooling', choices=('avg', 'max'), default='avg',
+                       help='pooling between the conv blocks (the course uses average)')
+    model.add_argument('--precision', choices=('float32', 'bfloat16', 'auto'),
+                       default='float32',
+                       help='bfloat16: convolutions in bfloat16, Gram matrices and costs in '
+                            'float32 (needs a CPU with AVX512_BF16 or AMX; else float32); '
+                            "auto: bfloat16 only where this CPU's measured bfloat16 matmul is "
+                            'faster than float32')
+    model.add_argument('--no-tune', action='store_true',
+                       help='do not measure the fastest way to run each layer on this CPU '
+                            '(done once, a few seconds, cached in ~/.cache/nst-style-transfer); '
+                            'use the built-in choices (also: environment variable NST_TUNE=0)')
+
+    cost = parser.add_argument_group('cost and optimisation')
+    cost.add_argument('--alpha', type=non_negative_float, default=10.0,
+                      help='weight of the content cost')
+    cost.add_argument('--beta', type=non_negative_float, default=40.0,
+                      help='weight of the style cost')
+    cost.add_argument('--tv-weight', type=non_negative_float, default=0.0,
+                      help='weight of the total-variation smoothing cost')
+    cost.add_argument('--optimizer', choices=('adam', 'lbfgs'), default='adam',
+                      help='adam as in the course, or L-BFGS-B (scipy) with the pixel range as '
+                           'box constraints')
+    cost.add_argument('--iterations', type=positive_int, default=200,
+                      help='optimisation iterations')
+    cost.add_argument('--learning-rate', type=positive_float, default=2.0,
+                      help="Adam's learning rate")
+    cost.add_argument('--noise-ratio', type=_number(float, 0.0, name='number from 0 to 1'),
+                      default=config.NOISE_RATIO,
+                      help='share of uniform(-20, 20) noise in the initial image')
+    cost.add_argument('--seed', type=non_negative_int,
+                      help='seed of the initial noise (default: a different run each time)')
+    cost.add_argument('--preserve-colors', action='store_true',
+                      help="keep the content's colours: only the luminance is styled (YCbCr)")
+
+    large = parser.add_argument_group(
+        'large pictures', 'A --width above --start-width runs in stages: from --start-width, '
+        'times --scale-factor each, up to --width; each stage starts from the last one\'s '
+        'result, upsampled.')
+    large.add_argument('--start-width', type=positive_int, metavar='W',
+                       help='width of the first stage (default: %d, or --width if smaller)'
+                            % stages.DEFAULT_START_WIDTH)
+    large.add_argument('--scale-factor', type=_number(float, 1.0, strictly=True,
+                                                      name='number above 1'),
+                       default=stages.DEFAULT_SCALE_FACTOR, metavar='F',
+                       help='width ratio of consecutive stages')
+    large.add_argument('--stage-iterations', type=parse_counts, metavar='N,N,...',
+                       help='iterations of each stage (default: --iterations at the first, '
+                            'half as many at each next one, at least a tenth)')
+    large.add_argument('--style-scale', type=positive_float, default=1.0, metavar='F',
+                       help='size of the style relative to each stage: F times the size at '
+                            'which it covers the stage (for a style of the content\'s aspect, '
+                            'its long side is F times the stage\'s); 1: fitted to the stage')
+    large.add_argument('--average', type=_number(float, 0.0, name='number from 0 to 1'),
+                       default=0.0, metavar='D',
+                       help='keep an exponential moving average of the iterates with decay D '
+                            '(e.g. 0.9) and use it as the result (0: off)')
+
+    report = parser.add_argument_group('progress')
+    report.add_argument('--save-every', type=non_negative_int, default=20, metavar='N',
+                        help='save output-dir/i.png every N iterations (0: never)')
+    report.add_argument('--print-every', type=non_negative_int, default=20, metavar='N',
+                        help="print the course's cost lines every N iterations (0: never)")
+    report.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    return parser
+
+
+def check_options(options):
+    """Checks that need more than one option, or the file system. Raises UsageError."""
+    if options.noise_ratio > 1:
+        raise UsageError('--noise-ratio: %r must be from 0 to 1' % options.noise_ratio)
+    if options.average >= 1:
+        raise UsageError('--average: %r must be below 1 (the decay of the average)'
+                         % options.average)
+    if options.start_width is not None and options.start_width > options.width:
+        raise UsageError('--start-width: %d is above --width %d'
+                         % (options.start_width, options.width))
+    weights = options.style_blend_weights
+    if weights is not None:
+        if len(weights) != len(options.style):
+            raise UsageError('--style-blend-weights: %d weights for %d style images'
+                             % (len(weights), len(options.style)))
+        if sum(weights) <= 0:
+            raise UsageError('--style-blend-weights: the weights sum to 0')
+    if os.path.exists(options.output_dir) and not os.path.isdir(options.output_dir):
+        raise UsageError('--output-dir: %s is a file, not a folder' % options.output_dir)
+    try:
+        os.makedirs(options.output_dir, exist_ok=True)
+    except OSError as error:
+        raise UsageError('--output-dir: cannot create %s (%s)'
+                         % (options.output_dir, error.strerror)) from None
+    if not os.access(options.output_dir, os.W_OK | os.X_OK):
+        raise UsageError('--output-dir: %s is not writable' % options.output_dir)
+
+
+def load_inputs(options):
+    """Read and size the images: the content sets the size, the styles are fitted to it.
+
+    Returns (content, styles, initial) as (H, W, 3) uint8 arrays (initial may be None).
+    """
+    return size_inputs(options, *read_inputs(options))
+
+
+def read_inputs(options):
+    """Decode the images as they are (any error before a download or a resize).
+
+    Returns (content, styles, initial) as (h, w, 3) uint8 arrays (initial may be None).
+    """
+    content = read_image(options.content)
+    styles = [read_image(path) for path in options.style]
+    initial = read_image(options.initial) if options.initial else None
+    return content, styles, initial
+
+
+def result_height(content, width):
+    """The height of the result: width times the content's aspect ratio, at least 1."""
+    return max(1, round(width * content.shape[0] / content.shape[1]))
+
+
+def size_inputs(options, content, styles, initial):
+    """Resize the content (and initial) to the result and fit the styles to it (a
+    single-stage run's images)."""
+    height = result_height(content, options.width)
+    content = resize_image(content, options.width, height)
+    styles = [fit_image(style, options.width, height) for style in styles]
+    if initial is not None:
+        initial = resize_image(initial, options.width, height)
+    return content, styles, initial
+
+
+
+
+def check_memory(options, height, weights):
+    """Refuse, before anything is allocated, a run whose estimated peak memory is more than
+    the memory available (nst.memory)."""
+    needed = memory.estimate_run_memory(height, options.width, memory.vgg_widths(weights),
+                                        styles=len(options.style), optimizer=options.optimizer)
+    available = memory.available_memory()
+    if available is not None and needed > available:
+        raise UsageError('--width %d: a %dx%d result needs about %s of memory (estimated from '
+                         'the layer shapes) but %s is available; try a smaller --width'
+                         % (options.width, options.width, height, memory.format_bytes(needed),
+                            memory.format_bytes(available)))
+
+
+def ensure_weights(options):
+    """The weights file, downloaded on first use unless --no-download."""
+    path = options.model
+    if os.path.exists(path):
+        return path
+    url = os.environ.get('NST_VGG_URL') or config.VGG_URL  # a mirror; the SHA-256 still holds
+    if options.no_download:
+        raise UsageError('%s: weights file not found (--no-download); download %s '
+                         '(SHA-256 %s) to that path' % (path, url, config.VGG_SHA256))
+    print('Downloading the VGG-19 weights (about 510 MiB) from %s to %s'
+          % (url, path), file=sys.stderr)
+    try:
+        return download.download_vgg_model(path, url=url, progress=not options.no_progress)
+    except DownloadError as error:
+        message = ('%s: weights file not found and %s; download %s (SHA-256 %s) to that path'
+                   % (path, error, url, config.VGG_SHA256))
+        if error.offline:  # no network: like --no-download, the file is simply missing (exit 2)
+            raise UsageError(message) from None
+        raise DownloadError(message) from None  # a failure at run time (exit 1)
+
+
+def resolve_precision(options):
+    """The precision to run in: --precision, with bfloat16 only where this CPU has it and
+    'auto' measured (nst.tuning); says on stderr what it chose when that is not what was asked.
+    """
+    precision = options.precision
+    if precision == 'auto':
+        from nst import tuning
+        precision = tuning.choose_precision(enabled=not options.no_tune, log=_note)
+        _note('--precision auto: %s' % precision)
+        return precision
+    support = runtime.bfloat16_support() if precision == 'bfloat16' else None
+    if precision == 'bfloat16' and support is None:
+        _note('--precision bfloat16: this CPU has no AVX512_BF16 or AMX-BF16; using float32')
+        return 'float32'
+    if support == 'avx512':
+        # Our AVX-512 Xeon does half as many bfloat16 as float32 operations per cycle
+        # (VDPBF16PS against FMA, benchmarks/bf16_peak.c). Run as asked, but say so.
+        _note("--precision bfloat16: this CPU has AVX512_BF16 but no AMX; TensorFlow's "
+              'bfloat16 convolutions may be slower than float32 here')
+    return precision
+
+
+def _note(line):
+    print(line, file=sys.stderr)
+
+
+class Inputs(NamedTuple):
+    """What a run starts from, checked."""
+    weights_path: str
+    layers: tuple          # the keys of the model the costs use
+    precision: str         # float32 or bfloat16, as resolve_precision decided
+    content: np.ndarray    # (h, w, 3) uint8, as read
+    styles: list           # [(h, w, 3) uint8], as read
+    initial: object        # (h, w, 3) uint8 as read, or None: start from noise
+    blend_weights: list    # one per style, summing to 1
+    stages: list           # [nst.stages.Stage]: one for a single-scale run
+
+
+def prepare_inputs(options):
+    """Check the options, read the images, find (or download) the weights, check the memory:
+    all that can fail with a one-line error, before any graph is built."""
+    check_options(options)
+    content, styles, initial = read_inputs(options)
+    try:
+        plan = stages.plan(content.shape, options.width, options.iterations,
+                           options.start_width, options.scale_factor, options.stage_iterations)
+    except ValueError as error:
+        raise UsageError('--stage-iterations: %s' % error) from None
+    weights_path = ensure_weights(options)
+    layers = (options.content_layer,) + tuple(name for name, _ in options.style_layers)
+    weights = read_vgg_weights(weights_path, layers_needed(layers))  # fails here if damaged
+    check_memory(options, result_height(content, options.width), weights)  # the largest stage
+    del weights
+    precision = resolve_precision(options)
+    if options.seed is not None:
+        np.random.seed(options.seed)
+    blend = options.style_blend_weights or [1.0] * len(styles)
+    return Inputs(weights_path, layers, precision, content, styles, initial,
+                  [w / sum(blend) for w in blend], plan)
+
+
+def stage_images(options, inputs, stage):
+    """(content, styles, initial) sized for a stage, (H, W, 3) uint8: the content (and the
+    initial image) resized, the styles sized by --style-scale (nst.stages.style_at)."""
+    size = stage.width, stage.height
+    content = resize_image(inputs.content, *size)
+    styles = [stages.style_at(style, *size, options.style_scale) for style in inputs.styles]
+    initial = None if inputs.initial is None else resize_image(inputs.initial, *size)
+    return content, styles, initial
+
+
+def colour_preserving(content):
+    """A save_image(path, image) that keeps the content's colours: only the luminance of image
+    is kept (--preserve-colors)."""
+    def save(path, image):
+        save_pixels(path, transfer_luminance(to_pixels(image), content))
+    return save
+
+
+class RunRecord:
+    """The stages a run has done: their results and cost histories."""
+
+    def __init__(self, inputs):
+        self.inputs = inputs
+        self.results = []  # [(stage, RunResult)]
+
+    def add(self, stage, result):
+        self.results.append((stage, result))
+
+    @property
+    def history(self):
+        return [entry for _, result in self.results for entry in result.history]
+
+    @property
+    def iterations(self):
+        """Iterations completed so far, over all stages: the number of the next one."""
+        return sum(result.iterations for _, result in self.results)
+
+    @property
+    def last(self):
+        return self.results[-1][1]
+
+    def stopped(self):
+        """Whether the last stage was interrupted or diverged (the run stops there)."""
+        return self.last.interrupted or self.last.diverged
+
+
+def progress_bar(options, plan):
+    """One progress bar for the run's stages, weighted by each stage's pixels."""
+    from nst.optimize import Progress
+    return Progress([stage.iterations for stage in plan],
+                    [stage.width * stage.height for stage in plan],
+                    enabled=not options.no_progress)
+
+
+def stage_path(options, stage):
+    """Where a stage's result goes: output-dir/stage_<width>.png."""
+    return os.path.join(options.output_dir, 'stage_%d.png' % stage.width)
+
+
+def start_stage(progress, stage):
+    """Name the stage on the progress bar (nothing for a single-stage run)."""
+    progress.start_stage(stage.index, stage.name if stage.count > 1 else None)
+
+
+def finish(options, record):
+    """Save the plots, say how the run ended; return the exit code."""
+    from nst.plots import save_plots
+
+    inputs = record.inputs
+    final_stage, result = record.results[-1]
+    content, styles, _ = stage_images(options, inputs, final_stage)
+    final_path = os.path.join(options.output_dir, 'generated_image.jpg')
+    result_pixels = to_pixels(result.image)
+    if options.preserve_colors:
+        result_pixels = transfer_luminance(result_pixels, content)
+    stage_marks = [(result.history[0][0], stage.name) for stage, result in record.results
+                   if stage.count > 1 and result.history]
+    save_plots(options.output_dir, record.history, content, styles, result_pixels, stage_marks)
+    if result.diverged:
+        if not record.history:
+            _note('error: the cost is not finite from the first iteration (a damaged weights '
+                  'file %s, or --alpha, --beta or --tv-weight too large?); the starting image '
+                  'is in %s' % (inputs.weights_path, final_path))
+        else:
+            _note('error: the cost became non-finite after %d iterations; the last image with '
+                  'a finite cost is in %s (try a lower --learning-rate)'
+                  % (record.iterations, final_path))
+        return EXIT_FAILURE
+    if result.interrupted:
+        _note('Interrupted after %d iterations; the latest image is in %s'
+              % (record.iterations, final_path))
+        return EXIT_INTERRUPTED
+    print('Saved %s' % final_path)
+    return 0
+
+
+class Outcome:
+    """The exit code of a run, set by exit_codes or by the run itself."""
+    code = 0
+
+
+@contextlib.contextmanager
+def exit_codes(outcome):
+    """Turn what escapes a run into one line on stderr and outcome.code: an NSTError's own exit
+    code, 130 for Ctrl-C before the loop, 1 for running out of memory. Never a traceback."""
+    try:
+        yield
+    except NSTError as error:
+        _note('error: %s' % error)
+        outcome.code = error.exit_code
+    except KeyboardInterrupt:
+        _note('Interrupted before the first iteration; nothing was saved')
+        outcome.code = EXIT_INTERRUPTED
+    except MemoryError:
+        _note('error: out of memory; try a smaller --width')
+        outcome.code = EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): stop quietly, as other shell tools do;
+        # stdout goes to /dev/null so that Python's last flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        outcome.code = EXIT_FAILURE

@@ -1,0 +1,56 @@
+"""Every error type of the project and the exit code each one means.
+
+An NSTError's message is one line naming the file or option and what is wrong; the command line
+prints it as `error: <message>` and exits with the error's exit_code, never with a traceback.
+"""
+
+EXIT_FAILURE = 1       # a failure at run time
+EXIT_USAGE = 2         # bad options or input
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class NSTError(Exception):
+    """A problem the user can fix; the message is one line naming the file or option."""
+    exit_code = EXIT_USAGE
+
+
+class UsageError(NSTError):
+    """Bad options or input."""
+
+
+class WeightsError(NSTError):
+    """The weights file is missing, damaged or not the MatConvNet VGG-19 file."""
+
+
+class ImageError(NSTError):
+    """An image cannot be read."""
+
+
+class WriteError(NSTError):
+    """A result cannot be written (disk full, permissions): a failure at run time."""
+    exit_code = EXIT_FAILURE
+
+
+class DownloadError(NSTError):
+    """The weights could not be downloaded or did not verify: a failure at run time.
+
+    offline: no connection to the server could be made at all (no network, DNS, refused).
+    """
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message, offline=False):
+        super().__init__(message)
+        self.offline = offline
+
+
+class MatFormatError(ValueError):
+    """A MAT-file this reader cannot read: not v5, truncated, damaged or unsupported (one line)."""
+
+
+class MatNotCellError(MatFormatError):
+    """The variable read_mat_cells was asked for is not a cell array."""
+
+
+def one_line(error):
+    """An exception's message on one line (or its type's name when it has none)."""
+    return ' '.join(str(error).split()) or type(error).__name__

@@ -1,0 +1,257 @@
+"""Fast TensorFlow ops beneath the VGG graph: each computes what tf.nn computes, faster on oneDNN.
+
+- avg_pool_2x2: tf.nn.avg_pool with a broadcast gradient;
+- conv2d_same: tf.nn.conv2d (stride 1, SAME), as a transposed convolution on wide layers and
+  with a matmul input gradient on conv1_1's three channels.
+Each has a test against TensorFlow's own op and gradient (tests/test_fast_ops.py).
+"""
+
+import numpy as np
+
+from nst.runtime import import_tf
+
+# The paths each op can take. Which is fastest depends on the CPU, TensorFlow's kernels (oneDNN
+# or Eigen) and the layer's shape: nst.tuning measures them on the run's shapes; DEFAULT_PATHS
+# is what runs when it does not (measured on an AVX-512 Xeon with oneDNN).
+CONV_FORWARD = ('direct', 'transposed')
+CONV_INPUT_GRADIENT = ('tf', 'matmul')
+POOL_GRADIENT = ('tf', 'broadcast')
+# Below this many input channels tf.nn.conv2d is as fast as the transposed form (AVX-512, oneDNN,
+# fp32: at 300x400x64 both run at ~330 GFLOP/s).
+TRANSPOSED_CONV_MIN_CHANNELS = 256
+# Up to this many input channels (conv1_1's 3 colours) the matmul input gradient pays.
+NARROW_CONV_MAX_CHANNELS = 4
+
+
+def default_conv_path(channels_in):
+    """(forward, input_gradient) for a layer with this many input channels, untuned."""
+    if channels_in <= NARROW_CONV_MAX_CHANNELS:
+        return 'direct', 'matmul'
+    return ('transposed' if channels_in >= TRANSPOSED_CONV_MIN_CHANNELS else 'direct'), 'tf'
+
+
+class Paths:
+    """Which path each op of one VGG graph takes.
+
+    conv: {conv layer name: (forward, input_gradient)}; layers not in it take
+    default_conv_path(C_in). pool_gradient: one of POOL_GRADIENT, for every average pool.
+    """
+
+    def __init__(self, conv=None, pool_gradient='broadcast'):
+        self.conv = dict(conv or {})
+        self.pool_gradient = pool_gradient
+
+    def conv_path(self, name, channels_in):
+        return self.conv.get(name) or default_conv_path(channels_in)
+
+    def __eq__(self, other):
+        return (isinstance(other, Paths) and self.conv == other.conv
+                and self.pool_gradient == other.pool_gradient)
+
+    def __repr__(self):
+        return 'Paths(conv=%r, pool_gradient=%r)' % (self.conv, self.pool_gradient)
+
+
+def max_pool_2x2(x, name=None):
+    """2x2 stride-2 SAME max pooling, the file's own."""
+    tf = import_tf()
+    return tf.nn.max_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding='SAME', name=name)
+
+
+def avg_pool_2x2(x, name=None, gradient='broadcast'):
+    """2x2 stride-2 SAME average pooling, as the course's (tf.nn.avg_pool), with a faster
+    gradient (gradient='tf': TensorFlow's own AvgPoolGrad).
+
+    x: (1, H, W, C). Returns (1, ceil(H/2), ceil(W/2), C). SAME pads an odd edge at its end,
+    and the padding is not counted: such an edge's windows average 2 (or 1) pixels, not 4.
+    The gradient spreads each output's gradient over its window, divided by the window's count,
+    as a broadcast and a reshape: TensorFlow's AvgPoolGrad takes about three times as long
+    (5.0 against 1.7 ms at 300x400x64 on our machines).
+    """
+    tf = import_tf()
+    if gradient == 'tf':
+        return tf.nn.avg_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding='SAME',
+                              name=name)
+    _, height, width, channels = x.get_shape().as_list()
+    out_height, out_width = -(-height // 2), -(-width // 2)
+    if height % 2 == 0 and width % 2 == 0:
+        scale = 0.25
+    else:
+        rows = np.full(out_height, 2.0)
+        rows[height // 2:] = height % 2 or 2.0  # the last window of an odd edge holds one row
+        cols = np.full(out_width, 2.0)
+        cols[width // 2:] = width % 2 or 2.0
+        scale = (1.0 / np.outer(rows, cols)).reshape(1, out_height, out_width, 1)
+
+    @tf.custom_gradient
+    def pool(inputs):
+        outputs = tf.nn.avg_pool(inputs, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1],
+                                 padding='SAME')
+
+        def spread_gradient(d_outputs):
+            share = d_outputs * tf.constant(scale, d_outputs.dtype)
+            # (1, oh, ow, C) -> (1, oh, 1, ow, 1, C) -> (1, oh, 2, ow, 2, C) -> (1, 2oh, 2ow, C)
+            share = tf.reshape(share, [1, out_height, 1, out_width, 1, channels])
+            spread = tf.broadcast_to(share, [1, out_height, 2, out_width, 2, channels])
+            d_inputs = tf.reshape(spread, [1, 2 * out_height, 2 * out_width, channels])
+            if (2 * out_height, 2 * out_width) != (height, width):
+                d_inputs = d_inputs[:, :height, :width, :]  # drop the padding's share
+            return d_inputs
+
+        return outputs, spread_gradient
+
+    return tf.identity(pool(x), name=name)
+
+
+def rotate_kernel(kernel):
+    """(3, 3, C_in, C_out) tensor -> rotated by 180 degrees, channel axes swapped:
+    (3, 3, C_out, C_in)."""
+    tf = import_tf()
+    return tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2])
+
+
+_NARROW_CONV_GRADIENT = 'NSTNarrowConv2DGradient'
+
+
+def _narrow_conv_input_gradient(op, d_outputs):
+    """Gradient of a stride-1 SAME 3x3 Conv2D with few input channels, for its input only
+    (the weights are not trained).
+
+    oneDNN's backward-data convolution runs such a layer at a sixth of its usual speed (7 ms
+    for conv1_1 at 300x400, about 60 GFLOP/s). The same sum, split: each kernel tap's
+    contribution, dy (H*W, C_out) times the tap's (C_out, C_in) weights, for all nine taps at
+    once as one matmul; then each tap's plane shifted into place and added (about 4.7 ms).
+    dx[c, i, j] = sum over taps (ky, kx) of taps[ky, kx, c, i - ky + 1, j - kx + 1].
+    """
+    tf = import_tf()
+    inputs, kernel = op.inputs
+    _, height, width, channels_in = inputs.get_shape().as_list()
+    k_height, k_width, _, channels_out = kernel.get_shape().as_list()
+    taps = tf.matmul(tf.reshape(kernel, [k_height * k_width * channels_in, channels_out]),
+                     tf.reshape(d_outputs, [height * width, channels_out]), transpose_b=True)
+    # (9 C_in, H*W) -> (3, 3, C_in, H, W), zero-padded by one pixel around each plane
+    taps = tf.reshape(taps, [k_height, k_width, channels_in, height, width])
+    taps = tf.pad(taps, [[0, 0], [0, 0], [0, 0], [1, 1], [1, 1]])
+    d_inputs = tf.add_n([taps[ky, kx, :, 2 - ky:2 - ky + height, 2 - kx:2 - kx + width]
+                         for ky in range(k_height) for kx in range(k_width)])  # (C_in, H, W)
+    return tf.transpose(d_inputs, [1, 2, 0])[tf.newaxis], None  # -> (1, H, W, C_in)
+
+
+def _register_narrow_conv_gradient():
+    tf = import_tf()
+    try:
+        tf.RegisterGradient(_NARROW_CONV_GRADIENT)(_narrow_conv_input_gradient)
+    except KeyError:  # registered by an earlier graph
+        pass
+
+
+def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
+    """conv2d(x, kernel, stride 1, SAME), fast in both directions on oneDNN.
+
+    oneDNN's forward convolution runs wide layers well below its backward-data convolution
+    (at 38x50x512: ~190 against ~320 GFLOP/s), and a stride-1 SAME convolution is the
+    backward-data (transposed) convolution of the kernel rotated by 180 degrees with its
+    channel axes swapped. So forward='transposed' runs the forward pass as that transposed
+    convolution; its gradient, the ordinary backward-data convolution of the kernel as stored,
+    stays one too. input_gradient='matmul' computes a direct convolution's input gradient as
+    one matmul and shifted sums (_narrow_conv_input_gradient), for layers with few channels.
+    Both default to default_conv_path(C_in).
+    x: (1, H, W, C_in); kernel: (3, 3, C_in, C_out); rotated: rotate_kernel(kernel), stored
+    beside it (else computed in the graph at every run). Returns (1, H, W, C_out).
+    """
+    tf = import_tf()
+    strides = [1, 1, 1, 1]
+    _, height, width, channels_in = x.get_shape().as_list()
+    channels_out = kernel.get_shape().as_list()[3]
+    default_forward, default_gradient = default_conv_path(channels_in)
+    forward = forward or default_forward
+    input_gradient = input_gradient or default_gradient
+    if forward == 'direct' and input_gradient == 'matmul':
+        # The Conv2D op itself, so that grappler still fuses it with the bias and the ReLU.
+        _register_narrow_conv_gradient()
+        with tf.get_default_graph().gradient_override_map({'Conv2D': _NARROW_CONV_GRADIENT}):
+            return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
+    if forward == 'direct':
+        return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
+    if rotated is None:
+        rotated = rotate_kernel(kernel)
+
+    # The kernels are arguments, not captured: custom_gradient looks for the variables a
+    # function reads among the global ones, and the weights are kept out of those.
+    @tf.custom_gradient
+    def conv(inputs, kernel, rotated):
+        outputs = tf.nn.conv2d_backprop_input([1, height, width, channels_out], rotated, inputs,
+                                              strides=strides, padding='SAME')
+
+        def gradient(d_outputs):
+            d_inputs = tf.nn.conv2d_backprop_input([1, height, width, channels_in], kernel,
+                                                   d_outputs, strides=strides, padding='SAME')
+            return d_inputs, None, None  # the weights are not trained
+        return outputs, gradient
+
+    return conv(x, kernel, rotated)
+
+
+_GRAM_GRADIENT = 'NSTGramGradient'
+
+
+def _gram_operand(op):
+    """The A of a MatMul op that computes a Gram matrix A A^T (as matmul(A, transpose(A)) or
+    matmul(A, A, transpose_b=True)), or None when the op computes something else."""
+    a, b = op.inputs
+    if op.get_attr('transpose_a'):
+        return None
+    if op.get_attr('transpose_b'):
+        return a if b is a else None
+    if b.op.type == 'Transpose' and b.op.inputs[0] is a:
+        perm = _constant_value(b.op.inputs[1])
+        return a if perm is not None and list(perm) == [1, 0] else None
+    return None
+
+
+def _constant_value(tensor):
+    """The value of a constant tensor, or None."""
+    from tensorflow.python.framework import tensor_util
+    return tensor_util.constant_value(tensor)
+
+
+def _gram_gradient(op, d_gram):
+    """The input gradient of a MatMul: for a Gram matrix G = A A^T, dA = (dG + dG^T) A, one
+    matmul instead of autodiff's two (and a transpose) and nothing through A^T's path (its
+    share is in dA); any other MatMul gets TensorFlow's own gradient."""
+    tf = import_tf()
+    a = _gram_operand(op)
+    if a is None:
+        from tensorflow.python.ops import math_grad
+        return math_grad._MatMulGrad(op, d_gram)  # noqa: SLF001 (TensorFlow's own)
+    # dA = (dG + dG^T) A, written as (A^T (dG + dG^T))^T: A is usually transpose(X) of the
+    # unrolled activations X, and the gradient of that transpose transposes dA back, so
+    # grappler can cancel both transposes and fold A^T into the matmul's flags.
+    d_a = tf.transpose(tf.matmul(a, d_gram + tf.transpose(d_gram), transpose_a=True))
+    return d_a, None
+
+
+def use_gram_gradients(graph):
+    """Give every MatMul op of graph that computes a Gram matrix the one-matmul gradient
+    (_gram_gradient), whatever function built it: the course's gram_matrix runs as written, and
+    only its gradient is faster (at 400x300, the five style layers' cost and gradient: 233 ->
+    128 ms on an AVX2 EPYC). Call it before the gradients are built. Returns how many ops.
+
+    TensorFlow reads an op's gradient function from its _gradient_op_type attribute, which
+    gradient_override_map sets on ops as they are created; here it is set afterwards, on the
+    ops recognised as Grams, so that no graded function needs to know of it.
+    """
+    from tensorflow.core.framework import attr_value_pb2
+
+    tf = import_tf()
+    try:
+        tf.RegisterGradient(_GRAM_GRADIENT)(_gram_gradient)
+    except KeyError:  # registered by an earlier graph
+        pass
+    marked = 0
+    for op in graph.get_operations():
+        if op.type == 'MatMul' and _gram_operand(op) is not None:
+            op._set_attr('_gradient_op_type',  # noqa: SLF001 (no public setter in TF1)
+                         attr_value_pb2.AttrValue(s=_GRAM_GRADIENT.encode()))
+            marked += 1
+    return marked

@@ -1,0 +1,398 @@
+"""The optimisation: the training graph around a cost J, the Adam and L-BFGS-B loops, progress,
+saving, and Ctrl-C.
+
+The costs themselves are the course's graded functions (art_generation.py); this module takes
+the tensors they built.
+"""
+
+import math
+import os
+import signal
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from nst import fast_ops
+from nst.config import MEANS, OUTPUT_DIR
+from nst.images import save_pixels, to_pixels
+from nst.runtime import import_tf
+
+STYLE_TRANSFER_COLLECTION = 'style_transfer'
+
+
+class FixedInputs:
+    """Arrays a cost reads that stay fixed during the run (the content's and the styles'
+    activations), held as placeholders.
+
+    prepare() evaluates once everything of the graph that depends on them alone (the course's
+    style Gram matrices G_S, for instance) and feeds those values to every step, so a cost
+    written as the course writes it, compute_layer_style_cost(a_S, a_G), costs no more per
+    step than one given G_S as a constant, and the graph holds no copy of the activations.
+    """
+
+    def __init__(self):
+        self.values = {}  # placeholder -> array
+
+    def hold(self, array):
+        """A placeholder that stands for array (any shape) in the graph."""
+        tf = import_tf()
+        array = np.asarray(array)
+        placeholder = tf.placeholder(tf.as_dtype(array.dtype), array.shape, name='fixed')
+        self.values[placeholder] = array
+        return placeholder
+
+
+def total_variation_cost(image):
+    """Squared total variation: the sum of squared differences between neighbouring pixels.
+
+    image: (1, n_H, n_W, 3) tensor. A small weight of it smooths high-frequency noise
+    (Mahendran and Vedaldi, 2015, with beta = 2).
+    """
+    tf = import_tf()
+    down = image[:, 1:, :, :] - image[:, :-1, :, :]   # (1, n_H - 1, n_W, 3)
+    right = image[:, :, 1:, :] - image[:, :, :-1, :]  # (1, n_H, n_W - 1, 3)
+    return tf.reduce_sum(tf.square(down)) + tf.reduce_sum(tf.square(right))
+
+
+class InputSetter:
+    """Sets the model's input variable through one placeholder and one assign op, so the graph
+    does not grow with each image set (model['input'].assign(image) adds a constant a call)."""
+
+    def __init__(self, model):
+        tf = import_tf()
+        self.feed = tf.placeholder(tf.float32, model['input'].shape, name='input_feed')
+        self.assign = model['input'].assign(self.feed)
+
+    def __call__(self, sess, image):
+        sess.run(self.assign, {self.feed: image})
+
+
+class StyleTransfer(NamedTuple):
+    """What the optimisation loop needs of a built graph (see prepare)."""
+    model: dict
+    J: object             # scalar tensors ...
+    J_content: object
+    J_style: object
+    train_step: object    # the Adam update op
+    stepped_input: object  # the input read after train_step: fetching it runs one step
+    gradient: object      # dJ/d(input), for L-BFGS
+    set_input: InputSetter
+    initializer: list     # initialises the input and Adam's moments
+    feeds: dict           # tensor -> array, fed to every run (the fixed inputs, folded)
+
+    def run(self, sess, fetches):
+        return sess.run(fetches, self.feeds)
+
+
+def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None, fixed=None,
+            sess=None):
+    """The training graph around J: Adam's step (train_step, or a new AdamOptimizer), the
+    gradient for L-BFGS, the input setter and the initializer; registered in the graph so that
+    model_nn(sess, image) finds it. The Gram matrices get a faster gradient
+    (fast_ops.use_gram_gradients), unless train_step was built already.
+
+    fixed: the FixedInputs the costs read; what depends on them alone is evaluated here, once,
+    in sess (default: the default session).
+    """
+    tf = import_tf()
+    image = model['input']
+    fast_ops.use_gram_gradients(image.graph)
+    if train_step is None:
+        optimizer = tf.train.AdamOptimizer(learning_rate)
+        # minimize() in two halves, so that L-BFGS can use the same gradient tensor.
+        [(gradient, _)] = optimizer.compute_gradients(J, var_list=[image])
+        train_step = optimizer.apply_gradients([(gradient, image)])
+    else:
+        [gradient] = tf.gradients(J, [image])
+    with tf.control_dependencies([train_step]):
+        stepped_input = tf.identity(image)
+    set_input = InputSetter(model)
+    # A list of the initializers, not tf.global_variables_initializer(): its group op would
+    # mark input/Assign, which the session has already seen, and TF warns of such changes.
+    initializer = [variable.initializer for variable in tf.global_variables()]
+    feeds = {}
+    if fixed is not None and fixed.values:
+        sess = sess or tf.get_default_session()
+        feeds = fold_fixed(sess, fixed.values)
+    nst = StyleTransfer(model, J, J_content, J_style, train_step, stepped_input, gradient,
+                        set_input, initializer, feeds)
+    tf.add_to_collection(STYLE_TRANSFER_COLLECTION, nst)
+    return nst
+
+
+def fold_fixed(sess, values):
+    """Evaluate once the tensors that depend only on the placeholders in values (and on
+    constants) and are read by the rest of the graph; return them with their values, to feed.
+
+    Feeding a tensor prunes what computes it, so each step skips that work. An op is 'fixed'
+    when all its inputs are fixed or constant and at least one is fixed; stateful ops, variables
+    and other placeholders are never fixed. Ops are visited in creation order, which is a
+    topological order.
+    """
+    fixed, constant = set(), set()
+    placeholders = {tensor.op for tensor in values}
+    for op in sess.graph.get_operations():
+        if op in placeholders:
+            fixed.add(op)
+            continue
+        inputs = [t.op for t in op.inputs] + list(op.control_inputs)
+        if op.op_def.is_stateful or not inputs:
+            if op.type == 'Const':
+                constant.add(op)
+            continue
+        if all(i in fixed or i in constant for i in inputs):
+            (fixed if any(i in fixed for i in inputs) else constant).add(op)
+    frontier = [t for op in fixed for t in op.outputs
+                if any(c not in fixed for c in t.consumers())]
+    return dict(zip(frontier, sess.run(frontier, values)))
+
+
+def _save_image(path, image):
+    save_pixels(path, to_pixels(image))
+
+
+class RunResult(NamedTuple):
+    image: np.ndarray       # (1, H, W, 3) the latest finite image, mean-subtracted
+    history: list           # [(iteration, total, content, style), ...]
+    interrupted: bool       # stopped by Ctrl-C
+    diverged: bool          # stopped on a non-finite cost
+    iterations: int         # iterations completed
+
+
+class StopRequest:
+    """Turns Ctrl-C (SIGINT) into a request to stop at the end of the current iteration."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output_dir=None,
+             save_every=20, print_every=20, progress=True, save_image=None, stop=None,
+             first_iteration=0, average=0.0):
+    """Minimise nst.J from input_image; print and save as the course does.
+
+    Every print_every iterations prints the course's `Iteration i :` block; every save_every
+    iterations saves output_dir/i.png; at the end saves output_dir/generated_image.jpg.
+    save_image(path, image) writes a (1, H, W, 3) image (default: as the course's save_image).
+    progress: True or False for a bar of this run alone, or a Progress shared by the stages of
+    a run. first_iteration: the number of the first iteration (later stages of a run go on
+    counting). average: the decay of an exponential moving average of the iterates (0: off);
+    the average is the image saved and returned.
+    Returns a RunResult. A non-finite cost stops the run and keeps the last finite image.
+    """
+    output_dir = output_dir or OUTPUT_DIR
+    os.makedirs(output_dir, exist_ok=True)
+    stop = stop or StopRequest()
+    owns_bar = not isinstance(progress, Progress)
+    if owns_bar:
+        progress = Progress([num_iterations], enabled=progress)
+    state = _LoopState(sess, nst, output_dir, save_every, print_every, save_image or _save_image,
+                       num_iterations, progress, first_iteration, average)
+    sess.run(nst.initializer)
+    nst.set_input(sess, input_image)
+    state.last_image = np.asarray(input_image, dtype=np.float32)
+    with stop:
+        try:
+            if optimizer == 'adam':
+                _run_adam(state, stop)
+            elif optimizer == 'lbfgs':
+                _run_lbfgs(state, stop)
+            else:
+                raise ValueError('optimizer must be adam or lbfgs, not %r' % (optimizer,))
+        finally:
+            if owns_bar:
+                progress.close()
+    state.save(os.path.join(output_dir, 'generated_image.jpg'), state.result())
+    return RunResult(state.result(), state.history, stop.requested, state.diverged,
+                     state.completed)
+
+
+class Progress:
+    """One progress bar for a whole run, of one stage or several (tqdm.auto: a widget in
+    Jupyter, text on a terminal).
+
+    stages: the iterations of each stage; work: the pixels of each stage. The bar counts work
+    (an iteration's cost grows with its pixels), so its remaining time is that of the whole
+    run, not of the current stage.
+    """
+
+    def __init__(self, stages, work=None, enabled=True):
+        from tqdm.auto import tqdm
+
+        self.stages = list(stages)
+        self.work = list(work or [1] * len(self.stages))
+        self.stage = 0
+        self.done = 0  # iterations done in the current stage
+        self.bar = tqdm(total=sum(n * w for n, w in zip(self.stages, self.work)),
+                        desc='0/%d it' % self.stages[0],
+                        disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                        bar_format='{desc}: {percentage:3.0f}%|{bar}| '
+                                   '[{elapsed}<{remaining}{postfix}]')
+        self.start_stage(0)
+
+    def start_stage(self, index, name=None):
+        self.stage, self.done = index, 0
+        self.name = name
+        self._describe()
+
+    def step(self, costs):
+        self.done += 1
+        self._describe()
+        self.bar.set_postfix_str('J=%.3g content=%.3g style=%.3g' % tuple(costs), refresh=False)
+        self.bar.update(self.work[self.stage])
+
+    def write(self, text):
+        self.bar.write(text, file=sys.stdout)
+
+    def close(self):
+        self.bar.close()
+
+    def _describe(self):
+        counted = '%d/%d it' % (self.done, self.stages[self.stage])
+        self.bar.set_description_str('%s, %s' % (self.name, counted) if self.name else counted,
+                                     refresh=False)
+
+
+class _LoopState:
+    """Bookkeeping shared by both optimisers: costs, printing, saving, the progress bar, the
+    average of the iterates."""
+
+    def __init__(self, sess, nst, output_dir, save_every, print_every, save_image,
+                 num_iterations, progress, first_iteration, average):
+        self.sess, self.nst, self.output_dir = sess, nst, output_dir
+        self.save_every, self.print_every, self.save = save_every, print_every, save_image
+        self.num_iterations, self.progress = num_iterations, progress
+        self.first_iteration = first_iteration
+        self.history = []
+        self.completed = 0
+        self.diverged = False
+        self.last_image = None
+        self.previous_image = None  # the last image before last_image
+        self.decay = average
+        self.average = None          # sum of decay^k-weighted iterates ...
+        self.average_weight = 0.0    # ... and of the weights: the bias-corrected average
+
+    def costs(self):
+        return self.nst.run(self.sess, [self.nst.J, self.nst.J_content, self.nst.J_style])
+
+    def result(self):
+        """The image of the run so far: the average of the iterates, or the last one."""
+        if self.average is None:
+            return self.last_image
+        return (self.average / self.average_weight).astype(np.float32)
+
+    def after_iteration(self, i, image, costs):
+        """Record iteration i (of this stage) whose result is image; costs are (J, J_content,
+        J_style) of some recent image, used for the history and the progress bar."""
+        if not all(math.isfinite(c) for c in costs) or not np.all(np.isfinite(image)):
+            self.diverged = True
+            self._keep_last_finite()
+            return False
+        self.previous_image = self.last_image
+        self.last_image = image
+        if self.decay:
+            # An exponential moving average, bias-corrected as Adam's moments are: with
+            # weights decay^k on the k-th latest iterate, divided by their sum.
+            self.average = image.astype(np.float64) + (
+                0 if self.average is None else self.decay * self.average)
+            self.average_weight = 1.0 + self.decay * self.average_weight
+        self.completed = i + 1
+        number = self.first_iteration + i
+        self.history.append((number,) + tuple(float(c) for c in costs))
+        self.progress.step(costs)
+        if self.print_every and number % self.print_every == 0:
+            # The course's lines, with the costs of the image after iteration i.
+            Jt, Jc, Js = self.costs()
+            self.progress.write('Iteration ' + str(number) + ' :\ntotal cost = ' + str(Jt)
+                                + '\ncontent cost = ' + str(Jc) + '\nstyle cost = ' + str(Js))
+            sys.stdout.flush()  # visible at once when piped (block-buffered), as print in Jupyter
+        if self.save_every and number % self.save_every == 0:
+            self.save(os.path.join(self.output_dir, str(number) + '.png'), self.result())
+        return True
+
+    def _keep_last_finite(self):
+        """On divergence, make last_image the last image whose cost is finite.
+
+        The non-finite costs may be those of last_image itself (Adam fetches the costs of the
+        image before its step), so its cost is evaluated; if it is not finite, the image before
+        it (whose costs were finite) is kept instead.
+        """
+        if self.last_image is None or self.previous_image is None:
+            return
+        self.nst.set_input(self.sess, self.last_image)
+        if not all(math.isfinite(c) for c in self.costs()):
+            self.last_image = self.previous_image
+            self.completed -= 1
+
+
+def _run_adam(state, stop):
+    nst, sess = state.nst, state.sess
+    # One session run per iteration: the step, the image after it, and the costs of the image
+    # before it (free: the step computes them anyway).
+    fetches = [nst.stepped_input, nst.J, nst.J_content, nst.J_style]
+    for i in range(state.num_iterations):
+        image, Jt, Jc, Js = nst.run(sess, fetches)
+        if not state.after_iteration(i, image, (Jt, Jc, Js)) or stop.requested:
+            break
+
+
+def _run_lbfgs(state, stop):
+    """L-BFGS-B through scipy on the session's cost and gradient.
+
+    The box constraints keep every pixel in the valid range [0, 255] (minus the mean), so the
+    result needs no clipping.
+    """
+    import scipy.optimize
+
+    nst, sess = state.nst, state.sess
+    variable = nst.model['input']
+    shape = variable.get_shape().as_list()
+    means = np.broadcast_to(MEANS, shape)
+    bounds = scipy.optimize.Bounds((0.0 - means).ravel(), (255.0 - means).ravel())
+    latest = {}
+
+    def cost_and_gradient(x):
+        nst.set_input(sess, x.reshape(shape).astype(np.float32))
+        J, Jc, Js, grad = nst.run(sess, [nst.J, nst.J_content, nst.J_style, nst.gradient])
+        latest['costs'] = (J, Jc, Js)
+        return float(J), grad.ravel().astype(np.float64)
+
+    def callback(intermediate_result):
+        i = state.completed
+        image = intermediate_result.x.reshape(shape).astype(np.float32)
+        nst.set_input(sess, image)
+        if not state.after_iteration(i, image, latest['costs']) or stop.requested:
+            raise StopIteration
+        if state.completed >= state.num_iterations:
+            raise StopIteration
+
+    x0 = np.clip(sess.run(variable), bounds.lb.reshape(shape), bounds.ub.reshape(shape))
+    scipy.optimize.minimize(cost_and_gradient, x0.ravel().astype(np.float64), jac=True,
+                            method='L-BFGS-B', bounds=bounds, callback=callback,
+                            options={'maxiter': state.num_iterations,
+                                     'maxfun': 4 * state.num_iterations})
+
+
+def latest_style_transfer(graph):
+    """The StyleTransfer that prepare() built last in graph, or None."""
+    built = graph.get_collection(STYLE_TRANSFER_COLLECTION)
+    return built[-1] if built else None

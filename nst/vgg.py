@@ -1,0 +1,132 @@
+"""The course's VGG-19 graph (tf.compat.v1) built layer by layer from read weights.
+
+nst_utils.load_vgg_model writes the graph out as the course's layer table, one VGGBuilder call
+a layer; build_vgg_graph builds the same graph from in-memory weights in a loop over the table.
+"""
+
+import numpy as np
+
+from nst import fast_ops
+from nst.config import COLOR_CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH, VGG19_LAYERS
+from nst.runtime import import_tf
+from nst.weights import check_vgg_weights
+
+VGG_WEIGHTS_COLLECTION = 'vgg_weights'
+
+
+class VGGBuilder:
+    """Builds the course's VGG graph one layer at a time in the default tf.compat.v1 graph.
+
+    weights: {name: (W, b)} from nst.weights.read_vgg_weights (conv1_1 up to some layer).
+    pooling: 'avg' as the course, or 'max', the network's own (same keys, avgpool1 ...).
+    precision='bfloat16' runs the convolutions and pools in bfloat16; the tensors handed out are
+    still float32, so the costs built on them stay in float32.
+    paths: a fast_ops.Paths (nst.tuning chooses one per machine); None: the defaults.
+
+    With a session (sess, or the default session of this graph, as in the notebook) the weights
+    are variables loaded into it once (finish), kept out of GLOBAL_VARIABLES so that
+    global_variables_initializer() leaves them alone. Constants, as the course uses without a
+    session, would be copied into every executor the session builds: a style-transfer run
+    builds three (content, style, training), which costs about 80 MB each at full width.
+    A layer whose weights were not read gives None, and so does every layer after it.
+    """
+
+    def __init__(self, weights, image_height=None, image_width=None, pooling='avg',
+                 precision='float32', sess=None, paths=None):
+        tf = self.tf = import_tf()
+        if pooling not in ('avg', 'max'):
+            raise ValueError("pooling must be 'avg' or 'max', not %r" % (pooling,))
+        if precision not in ('float32', 'bfloat16'):
+            raise ValueError("precision must be 'float32' or 'bfloat16', not %r" % (precision,))
+        check_vgg_weights(weights)
+        self.weights = weights
+        self.height = image_height or IMAGE_HEIGHT
+        self.width = image_width or IMAGE_WIDTH
+        self.pooling = pooling
+        self.paths = paths or fast_ops.Paths()
+        self.dtype = tf.bfloat16 if precision == 'bfloat16' else tf.float32
+        if sess is None:
+            sess = tf.get_default_session()
+        self.sess = sess if sess is not None and sess.graph is tf.get_default_graph() else None
+        self._to_load = {}   # initial-value tensor -> array, fed in one session run
+        self._loaded = []    # variables initialised from _to_load
+        self._derived = []   # variables computed from loaded ones, initialised after them
+        self._computed = {}  # tensor handed out -> the same in the compute dtype
+
+    def input(self):
+        """The generated image: a (1, height, width, 3) float32 tf.Variable."""
+        tf = self.tf
+        image = tf.Variable(np.zeros((1, self.height, self.width, COLOR_CHANNELS)),
+                            dtype='float32', name='input')
+        self._computed[image] = tf.cast(image, self.dtype)
+        return image
+
+    def conv2d_relu(self, previous, name):
+        """relu(conv2d(previous, W, stride 1, SAME) + b) with the named layer's weights."""
+        if previous is None or name not in self.weights:
+            return None
+        tf = self.tf
+        kernel, bias = self.weights[name]
+        forward, input_gradient = self.paths.conv_path(name, kernel.shape[2])
+        with tf.variable_scope(name):
+            kernel, bias = self._weight(kernel, 'W'), self._weight(bias, 'b')
+            rotated = None
+            if forward == 'transposed' and self.sess is not None:
+                # Stored, rotated in the session (no second copy in NumPy); with constants
+                # grappler folds the rotation instead.
+                rotated = tf.Variable(fast_ops.rotate_kernel(kernel), trainable=False,
+                                      collections=[VGG_WEIGHTS_COLLECTION], name='W_rotated')
+                self._derived.append(rotated)
+            conv = fast_ops.conv2d_same(self._computed[previous], kernel, rotated, forward,
+                                        input_gradient)
+            return self._hand_out(tf.nn.relu(conv + bias))
+
+    def pool(self, previous, name):
+        """2x2 stride-2 SAME pooling (average as the course, or max)."""
+        if previous is None:
+            return None
+        x = self._computed[previous]
+        if self.pooling == 'avg':
+            return self._hand_out(fast_ops.avg_pool_2x2(x, name, self.paths.pool_gradient))
+        return self._hand_out(fast_ops.max_pool_2x2(x, name))
+
+    def finish(self, graph):
+        """Load the weights into the session; return graph without the layers not built."""
+        if self._to_load:
+            self.sess.run([v.initializer for v in self._loaded], feed_dict=self._to_load)
+            self.sess.run([v.initializer for v in self._derived])
+            self._to_load = {}
+        return {key: tensor for key, tensor in graph.items() if tensor is not None}
+
+    def _weight(self, value, name):
+        tf = self.tf
+        value = value.astype(self.dtype.as_numpy_dtype, copy=False)
+        if self.sess is None:
+            return tf.constant(value, name=name)
+        variable = tf.Variable(tf.zeros(value.shape, self.dtype), trainable=False,
+                               collections=[VGG_WEIGHTS_COLLECTION], name=name)
+        self._to_load[variable.initial_value] = value
+        self._loaded.append(variable)
+        return variable
+
+    def _hand_out(self, tensor):
+        # The costs read float32; the cast runs only for the layers a cost uses.
+        tf = self.tf
+        exposed = tensor if tensor.dtype == tf.float32 else tf.cast(tensor, tf.float32)
+        self._computed[exposed] = tensor
+        return exposed
+
+
+def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',
+                    precision='float32', sess=None, paths=None):
+    """The course's VGG dict from in-memory weights (see VGGBuilder): 'input', conv1_1 ...
+    conv5_4 and avgpool1 ... avgpool5, as far as the weights go."""
+    net = VGGBuilder(weights, image_height, image_width, pooling, precision, sess, paths)
+    graph = {'input': net.input()}
+    previous = graph['input']
+    for name in VGG19_LAYERS[:37]:
+        if name.startswith('conv'):
+            previous = graph[name] = net.conv2d_relu(previous, name)
+        elif name.startswith('pool'):
+            previous = graph['avg' + name] = net.pool(previous, 'avg' + name)
+    return net.finish(graph)
