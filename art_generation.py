@@ -178,8 +178,9 @@ def main(argv=None):
         inputs = cli.prepare_inputs(options)
         record = cli.RunRecord(inputs)
         progress = cli.progress_bar(options, inputs.stages)
+        stop = optimize.StopRequest()  # Ctrl-C: end the current iteration, keep its image
         tf = import_tf()
-        for stage in inputs.stages:  # one stage: the course's run
+        for stage in stop.covering(inputs.stages):  # one stage: the course's run
             content, styles, initial = cli.stage_images(options, inputs, stage)
             content_image = reshape_and_normalize_image(content)
             style_images = [reshape_and_normalize_image(style) for style in styles]
@@ -206,7 +207,7 @@ def main(argv=None):
                     print_every=options.print_every, progress=progress,
                     save_image=(cli.colour_preserving(content) if options.preserve_colors
                                 else save_image),
-                    first_iteration=record.iterations, average=options.average)
+                    first_iteration=record.iterations, average=options.average, stop=stop)
             record.add(stage, result)
             if record.stopped():
                 break

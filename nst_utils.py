@@ -6,6 +6,8 @@ file, the fast ops, image files) lives in the package nst/. Importing this modul
 TensorFlow is imported when a model is first built.
 """
 
+import sys
+
 import numpy as np
 
 from nst import config, images, vgg, weights
@@ -48,10 +50,11 @@ def load_vgg_model(path=None, image_height=None, image_width=None, pooling='avg'
     needed = weights.layers_needed(layers or config.VGG19_KEYS)
     W = weights.read_vgg_weights(path, needed)
     paths = None
-    if tune:
+    if tune:  # says on stderr when it measures (first use); silent when the choice is cached
         from nst import tuning
         paths = tuning.choose_paths(W, image_height or CONFIG.IMAGE_HEIGHT,
-                                    image_width or CONFIG.IMAGE_WIDTH, precision, pooling)
+                                    image_width or CONFIG.IMAGE_WIDTH, precision, pooling,
+                                    log=_say)
     net = vgg.VGGBuilder(W, image_height, image_width, pooling, precision, paths=paths)
 
     graph = {}
@@ -78,6 +81,12 @@ def load_vgg_model(path=None, image_height=None, image_width=None, pooling='avg'
     graph['conv5_4']  = net.conv2d_relu(graph['conv5_3'], 'conv5_4')
     graph['avgpool5'] = net.pool(graph['conv5_4'], 'avgpool5')
     return net.finish(graph)
+
+
+def _say(line):
+    """A line on stderr that leaves a progress bar on screen whole."""
+    from tqdm.auto import tqdm
+    tqdm.write(line, file=sys.stderr)
 
 
 def generate_noise_image(content_image, noise_ratio=CONFIG.NOISE_RATIO):

@@ -21,7 +21,6 @@ J(coarse-to-fine) / J(single-scale) is printed beside the issue's target (<= 0.5
 """
 
 import argparse
-import math
 import os
 import subprocess
 import sys

@@ -29,7 +29,7 @@ import argparse
 import sys
 
 import benchmark_problem as problem
-from benchmark_problem import art_generation, cli, config, optimize, runtime
+from benchmark_problem import cli, runtime
 
 OPTIMIZERS = (('adam', 'Adam (lr 2.0)'), ('lbfgs', 'L-BFGS-B'))
 

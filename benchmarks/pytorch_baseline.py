@@ -1,7 +1,7 @@
 """The same style-transfer iteration in PyTorch, for comparison with benchmark.py (issue 4).
 
 A straightforward PyTorch loop with the course's costs on the same problem: the benchmark's
-full-width VGG-19 with random weights (read with nst_utils.read_vgg_weights from the cached
+full-width VGG-19 with random weights (read with nst.weights.read_vgg_weights from the cached
 file that benchmark.py writes), conv1_1 ... conv5_1 with average pooling, content at conv4_2,
 the five style layers at 0.2, J = 10 J_content + 40 J_style, Adam with learning rate 2.0, at
 400x300. It prints the median seconds per iteration over the timed iterations after warm-up.

@@ -9,17 +9,19 @@ its own (a temp folder; the user's cache is not touched), and the report gives
 - per distinct layer shape: its layers, each candidate path's time (forward with bias and ReLU
   plus the input gradient; best of the timed runs), the choice, the untuned default, and how
   long that shape's measurement took; the same for the average-pool gradient;
-- the tuning's total time;
+- the tuning's total time, and the share of the CPUs other processes used meanwhile (above
+  nst.tuning.BUSY_SHARE the tuner does not cache what it measured);
 - with --step: a whole training step of the network (forward to conv5_4 and the gradient of a
   cost on every layer with respect to the input) with the default paths and with the tuned ones,
-  median of --repeats after a warm-up: what the tuning is worth.
+  both graphs built first and then run in turn, median of --repeats after a warm-up: what the
+  tuning is worth.
 
 TensorFlow's oneDNN kernels are on by default (nst.runtime); --onednn off runs with
 TF_ENABLE_ONEDNN_OPTS=0, --onednn both runs the report twice, each in a fresh process.
 --inter-op N gives every session of the process N inter-op threads (TensorFlow keeps the first
 session's pool for the whole process, so compare values in separate runs; 0 = TensorFlow's own).
 
-Run (from the repo root; about 10 s per report, 30 s with --step):
+Run (from the repo root; about 10 s per report, 40 s with --step; on a quiet machine):
 
     python benchmarks/tuning_report.py
     python benchmarks/tuning_report.py --onednn both --step
@@ -87,38 +89,52 @@ def tune(weights, height, width, precision):
     tuning.measure_pool = recorded(measure_pool, 'pool')
     try:
         with tempfile.TemporaryDirectory() as cache_dir:
-            start = time.perf_counter()
+            load = tuning.load_sample()
             paths = tuning.choose_paths(weights, height, width, precision, enabled=True,
                                         cache_dir=cache_dir, log=print)
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - load[2]
+            others = tuning.others_share(load)
     finally:
         tuning.measure_conv, tuning.measure_pool = measure_conv, measure_pool
-    return paths, seconds, records
+    return paths, seconds, others, records
 
 
-def step_time(weights, height, width, precision, paths, repeats):
-    """Median seconds of one forward + input-gradient step of the whole network."""
+def step_times(weights, height, width, precision, variants, repeats):
+    """{name: median seconds of one forward + input-gradient step of the whole network} for
+    variants {name: Paths}, and the share of the CPUs other processes used meanwhile. The graphs
+    are built first and then run in turn, so that a change of load falls on all alike."""
     tf = runtime.import_tf()
-    with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
-        model = vgg.build_vgg_graph(weights, height, width, 'avg', precision, sess, paths)
-        cost = tf.add_n([tf.reduce_mean(tensor) for name, tensor in model.items()
-                         if name != 'input'])
-        gradient, = tf.gradients(cost, model['input'])
-        sess.run(model['input'].assign(tf.random.uniform([1, height, width, 3], -20, 20)))
-        sess.run(gradient.op)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            sess.run(gradient.op)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    steps = {}
+    for name, paths in variants.items():
+        graph = tf.Graph()
+        with graph.as_default():
+            sess = tf.Session(config=runtime.session_config())
+            model = vgg.build_vgg_graph(weights, height, width, 'avg', precision, sess, paths)
+            cost = tf.add_n([tf.reduce_mean(tensor) for key, tensor in model.items()
+                             if key != 'input'])
+            gradient, = tf.gradients(cost, model['input'])
+            sess.run(model['input'].assign(tf.random.uniform([1, height, width, 3], -20, 20)))
+            sess.run(gradient.op)  # warm-up
+        steps[name] = sess, gradient.op
+    times = {name: [] for name in variants}
+    start = tuning.load_sample()
+    for _ in range(repeats):
+        for name, (sess, op) in steps.items():
+            begin = time.perf_counter()
+            sess.run(op)
+            times[name].append(time.perf_counter() - begin)
+    others = tuning.others_share(start)
+    for sess, _ in steps.values():
+        sess.close()
+    return {name: statistics.median(t) for name, t in times.items()}, others
 
 
 def ms(seconds):
     return '%.1f' % (seconds * 1e3)
 
 
-def print_report(info, height, width, precision, shapes, paths, seconds, records, steps):
+def print_report(info, height, width, precision, shapes, paths, seconds, others, records,
+                 steps):
     print()
     print('Machine: %s [%s], %d usable CPUs, TensorFlow %s, oneDNN %s, load average %.2f'
           % (info['cpu'], ' '.join(info['flags']) or 'no AVX2', info['usable_cpus'],
@@ -152,12 +168,15 @@ def print_report(info, height, width, precision, shapes, paths, seconds, records
                       len(record['shape']), ms(times['tf']), ms(times['broadcast']),
                       paths.pool_gradient, fast_ops.Paths().pool_gradient, record['seconds']))
     print()
-    print('Tuning took %.2f s (measuring %.2f s; TensorFlow was imported before).'
-          % (seconds, sum(r['seconds'] for r in records)))
+    print('Tuning took %.2f s (TensorFlow imported before); other processes used %d %% of the '
+          'CPUs meanwhile.' % (seconds, round(100 * others)))
     if steps:
         print('Whole step (forward + input gradient), median: default paths %.3f s, tuned '
               '%.3f s (%.2fx)' % (steps['default'], steps['tuned'],
                                   steps['default'] / steps['tuned']))
+        if steps['others_share'] > tuning.BUSY_SHARE:
+            print('  (other processes used %d %% of the CPUs meanwhile: the step times are '
+                  'not reliable)' % round(100 * steps['others_share']))
 
 
 def report(args):
@@ -167,17 +186,20 @@ def report(args):
     info = machine()
     width, height = args.size
     weights = real_width_weights()
-    paths, seconds, records = tune(weights, height, width, args.precision)
+    paths, seconds, others, records = tune(weights, height, width, args.precision)
     steps = None
     if args.step:
-        steps = {name: step_time(weights, height, width, args.precision, p, args.repeats)
-                 for name, p in (('default', fast_ops.Paths()), ('tuned', paths))}
+        steps, step_others = step_times(weights, height, width, args.precision,
+                                        {'default': fast_ops.Paths(), 'tuned': paths},
+                                        args.repeats)
+        steps['others_share'] = step_others
     print_report(info, height, width, args.precision, tuning.conv_shapes(weights, height, width),
-                 paths, seconds, records, steps)
+                 paths, seconds, others, records, steps)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'machine': info, 'size': [width, height], 'precision': args.precision,
                        'inter_op': args.inter_op, 'tuning_seconds': seconds,
+                       'tuning_others_share': others,
                        'shapes': [{'what': r['what'], 'shape': list(r['shape']),
                                    'seconds': r['seconds'],
                                    'times': {'/'.join(c) if isinstance(c, tuple) else c: t
@@ -202,7 +224,8 @@ def main(argv=None):
                         help='inter-op threads of every session (default: the project\'s, 1)')
     parser.add_argument('--step', action='store_true',
                         help='also time a whole step with the default and the tuned paths')
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed steps of each (with --step)')
     parser.add_argument('--json', metavar='FILE', help='also write the figures as JSON')
     args = parser.parse_args(argv)
     if args.onednn == 'both':  # each in a fresh process: the setting is read at import

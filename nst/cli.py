@@ -128,9 +128,9 @@ def build_parser(content_layer, style_layers):
                         help='one or more style images, scaled and centre-cropped to the '
                              'size of the result')
     images.add_argument('--style-blend-weights', nargs='+', type=non_negative_float,
-                        metavar='W', help='one weight per style image, normalised to sum to 1 '
-                        '(default: equal). The result is pulled toward the weighted average '
-                        "of the styles' Gram matrices, the same as weighting each style's cost")
+                        metavar='W', help="one weight per style image, normalised to sum to 1 "
+                        "(default: equal): each style's cost is weighted by it, which pulls the "
+                        "result toward the weighted average of the styles' Gram matrices")
     images.add_argument('--initial', metavar='PATH',
                         help='start from this image (resized to the result) instead of noise '
                              'blended with the content')
@@ -198,7 +198,8 @@ def build_parser(content_layer, style_layers):
     large.add_argument('--scale-factor', type=_number(float, 1.0, strictly=True,
                                                       name='number above 1'),
                        default=stages.DEFAULT_SCALE_FACTOR, metavar='F',
-                       help='width ratio of consecutive stages')
+                       help='width ratio of consecutive stages (default: sqrt(2) = 1.414, '
+                            'twice the pixels at each stage)')
     large.add_argument('--stage-iterations', type=parse_counts, metavar='N,N,...',
                        help='iterations of each stage (default: --iterations at the first, '
                             'half as many at each next one, at least a tenth)')
@@ -366,7 +367,9 @@ def prepare_inputs(options):
         plan = stages.plan(content.shape, options.width, options.iterations,
                            options.start_width, options.scale_factor, options.stage_iterations)
     except ValueError as error:
-        raise UsageError('--stage-iterations: %s' % error) from None
+        option = ('--stage-iterations' if options.stage_iterations
+                  and 'iteration counts' in str(error) else '--scale-factor')
+        raise UsageError('%s: %s' % (option, error)) from None
     weights_path = ensure_weights(options)
     layers = (options.content_layer,) + tuple(name for name, _ in options.style_layers)
     weights = read_vgg_weights(weights_path, layers_needed(layers))  # fails here if damaged
@@ -484,14 +487,15 @@ class Outcome:
 @contextlib.contextmanager
 def exit_codes(outcome):
     """Turn what escapes a run into one line on stderr and outcome.code: an NSTError's own exit
-    code, 130 for Ctrl-C before the loop, 1 for running out of memory. Never a traceback."""
+    code, 130 for a Ctrl-C outside the loop (or a second one), 1 for running out of memory.
+    Never a traceback."""
     try:
         yield
     except NSTError as error:
         _note('error: %s' % error)
         outcome.code = error.exit_code
     except KeyboardInterrupt:
-        _note('Interrupted before the first iteration; nothing was saved')
+        _note('Interrupted; nothing more was saved')
         outcome.code = EXIT_INTERRUPTED
     except MemoryError:
         _note('error: out of memory; try a smaller --width')

@@ -166,12 +166,15 @@ class StopRequest:
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._depth = 0  # entered this many times: the handler goes at the outermost exit
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+        self._depth += 1
+        if self._depth == 1:
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+            except ValueError:  # not the main thread: leave Ctrl-C alone
+                self._previous = None
         return self
 
     def _handle(self, signum, frame):
@@ -180,9 +183,18 @@ class StopRequest:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
+        self._depth -= 1
+        if self._depth == 0 and self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
         return False
+
+    def covering(self, items):
+        """Yield items with Ctrl-C turned into this request throughout, between them too (a
+        stage's graph being built): a Ctrl-C there stops the next optimise after its first
+        iteration, and the run ends as an interrupted one."""
+        with self:
+            yield from items
 
 
 def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output_dir=None,
@@ -205,6 +217,7 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
     owns_bar = not isinstance(progress, Progress)
     if owns_bar:
         progress = Progress([num_iterations], enabled=progress)
+        progress.start_stage(0)
     state = _LoopState(sess, nst, output_dir, save_every, print_every, save_image or _save_image,
                        num_iterations, progress, first_iteration, average)
     sess.run(nst.initializer)
@@ -232,44 +245,47 @@ class Progress:
 
     stages: the iterations of each stage; work: the pixels of each stage. The bar counts work
     (an iteration's cost grows with its pixels), so its remaining time is that of the whole
-    run, not of the current stage.
+    run, not of the current stage. It appears when the first stage starts, so that what is
+    printed while the graph is built does not cut through it.
     """
 
     def __init__(self, stages, work=None, enabled=True):
-        from tqdm.auto import tqdm
-
         self.stages = list(stages)
         self.work = list(work or [1] * len(self.stages))
+        self.enabled = enabled
+        self.bar = None
         self.stage = 0
         self.done = 0  # iterations done in the current stage
-        self.bar = tqdm(total=sum(n * w for n, w in zip(self.stages, self.work)),
-                        desc='0/%d it' % self.stages[0],
-                        disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-                        bar_format='{desc}: {percentage:3.0f}%|{bar}| '
-                                   '[{elapsed}<{remaining}{postfix}]')
-        self.start_stage(0)
+        self.name = None
 
     def start_stage(self, index, name=None):
-        self.stage, self.done = index, 0
-        self.name = name
-        self._describe()
+        self.stage, self.done, self.name = index, 0, name
+        if self.bar is None:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=sum(n * w for n, w in zip(self.stages, self.work)),
+                            desc=self._description(), disable=not self.enabled,
+                            file=sys.stderr, dynamic_ncols=True,
+                            bar_format='{desc}: {percentage:3.0f}%|{bar}| '
+                                       '[{elapsed}<{remaining}{postfix}]')
+        self.bar.set_description_str(self._description(), refresh=False)
 
     def step(self, costs):
         self.done += 1
-        self._describe()
+        self.bar.set_description_str(self._description(), refresh=False)
         self.bar.set_postfix_str('J=%.3g content=%.3g style=%.3g' % tuple(costs), refresh=False)
         self.bar.update(self.work[self.stage])
 
     def write(self, text):
-        self.bar.write(text, file=sys.stdout)
+        from tqdm.auto import tqdm
+        tqdm.write(text, file=sys.stdout)
 
     def close(self):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
-    def _describe(self):
+    def _description(self):
         counted = '%d/%d it' % (self.done, self.stages[self.stage])
-        self.bar.set_description_str('%s, %s' % (self.name, counted) if self.name else counted,
-                                     refresh=False)
+        return '%s, %s' % (self.name, counted) if self.name else counted
 
 
 class _LoopState:

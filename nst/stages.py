@@ -16,6 +16,7 @@ from nst.images import fit_image, resize_image
 
 DEFAULT_START_WIDTH = 400  # the course's size: the first stage is the course's preview
 DEFAULT_SCALE_FACTOR = math.sqrt(2)  # each stage has twice the pixels of the one before
+MAX_STAGES = 32  # more means a --scale-factor so close to 1 that the stages only add set-up
 
 
 class Stage(NamedTuple):
@@ -46,7 +47,8 @@ def ladder(width, start_width=DEFAULT_START_WIDTH, factor=DEFAULT_SCALE_FACTOR):
         return [width]
     widths = [start_width]
     while widths[-1] * factor < width:
-        widths.append(int(round(widths[-1] * factor)))
+        # at least a pixel more: a factor close to 1 would otherwise round to no growth
+        widths.append(max(widths[-1] + 1, int(round(widths[-1] * factor))))
     if width / widths[-1] < math.sqrt(factor):
         widths.pop()  # a step of less than half a factor: merged into the last stage
     return widths + [width]
@@ -65,9 +67,12 @@ def plan(content_shape, width, iterations, start_width=None, factor=None, stage_
 
     content_shape: the content's (h, w, ...). stage_iterations: the iterations of each stage,
     or None for iteration_schedule(iterations, ...). Raises ValueError when stage_iterations
-    does not have one entry per stage.
+    does not have one entry per stage, or for more than MAX_STAGES stages.
     """
     widths = ladder(width, start_width or DEFAULT_START_WIDTH, factor or DEFAULT_SCALE_FACTOR)
+    if len(widths) > MAX_STAGES:
+        raise ValueError('%d stages from %d to %d; at most %d (a larger --scale-factor)'
+                         % (len(widths), widths[0], width, MAX_STAGES))
     counts = stage_iterations or iteration_schedule(iterations, len(widths))
     if len(counts) != len(widths):
         raise ValueError('%d iteration counts for %d stages (%s)'

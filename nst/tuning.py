@@ -2,15 +2,20 @@
 
 Which way of computing a convolution or a pool gradient is fastest depends on the CPU, on
 TensorFlow's kernels (oneDNN or Eigen) and on the layer's shape: the defaults in nst.fast_ops
-were measured on an AVX-512 Xeon with oneDNN. choose_paths times each candidate path of each
-distinct layer shape of the run (forward and input gradient, as a training step runs them) in a
+were measured on an AVX-512 Xeon with oneDNN, and on an AVX2 EPYC with oneDNN the transposed
+forward path wins from conv1_2 on, while with Eigen (oneDNN off) the direct one does.
+choose_paths times each candidate path of each distinct layer shape of the run (forward with
+bias and ReLU, and the gradient with respect to the input, as a training step runs them) in a
 small graph of its own, keeps the fastest, and caches the choice in a JSON file, keyed by the
-machine, TensorFlow, the precision and the shape: the measurement runs once per key, a few
-seconds at 400x300.
+machine (CPU model and flags, usable cores, TensorFlow's version, oneDNN on or off), the
+precision and the shape: each is measured once, about 6 s at 400x300 on 2 AVX2 cores
+(benchmarks/tuning_report.py prints what it measures and chooses).
 
 NST_TUNE=0 (or enabled=False, the command line's --no-tune) turns it off: the defaults run.
 The cache is $NST_CACHE_DIR/tuning.json, else $XDG_CACHE_HOME/nst-style-transfer/tuning.json
-(~/.cache/...). A damaged or unwritable cache is ignored, never fatal.
+(~/.cache/...); delete it to measure again. A damaged or unwritable cache is ignored, never
+fatal. Measurements taken while other processes kept the CPUs busy are used for the run but
+not cached.
 """
 
 import json
@@ -39,9 +44,10 @@ BUSY_SHARE = 0.25
 # creates its kernels on a first run), then rounds of one run of each candidate in turn, so that
 # a change of load on the machine falls on all of them alike: at least MIN_ROUNDS, more while the
 # shape's rounds have taken less than ROUND_BUDGET seconds, at most MAX_ROUNDS. A candidate's
-# time is its best run (other load only ever adds time). So small shapes are timed five times
-# and the largest once: at 400x300 with the real widths a round of all shapes takes about 1.6 s
-# on 2 AVX2 cores, the warm-up as long again.
+# time is its best run (other load only ever adds time). So the smallest shapes are timed five
+# times and the large ones once: at 400x300 with the real widths one run of every candidate of
+# every shape takes about 1.7 s on 2 AVX2 cores (oneDNN), the warm-up as long again, and
+# building and filling the small graphs about 1.5 s more.
 MIN_ROUNDS = 1
 MAX_ROUNDS = 5
 ROUND_BUDGET = 0.1

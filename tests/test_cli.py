@@ -1239,3 +1239,328 @@ def test_process_exit_code_and_one_line(tmp_path, pics, tiny_vgg_file, server, c
     if case == 'download 404':
         assert server.requests() == [('/missing', None, 404)] and env['NST_VGG_URL'] in line
     assert time.monotonic() - started < 30
+
+
+# ----------------------------------------------------------------------------------------------
+# Coarse-to-fine stages (nst.stages): --start-width, --scale-factor, --stage-iterations,
+# --style-scale, --average
+# ----------------------------------------------------------------------------------------------
+
+import inspect  # noqa: E402
+
+from nst import plots, stages  # noqa: E402
+
+# The 64x48 content at --width 128 from 64 by a factor 2: two stages, 64x48 and 128x96 (by
+# hand: 64 * 2 = 128 is not below 128; 128 / 64 = 2 is not below sqrt(2)).
+TWO_STAGES = ('--start-width', '64', '--scale-factor', '2')
+
+
+def pillow_resize(pixels, width, height):
+    """pixels (h, w, 3) uint8 resized with Pillow's Lanczos filter, independently of nst."""
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS))
+
+
+def as_pixels(image):
+    """(1, H, W, 3) mean-subtracted float -> (H, W, 3) float64 pixels (no rounding)."""
+    return np.asarray(image, dtype=np.float64)[0] + MEANS[0]
+
+
+@pytest.fixture(scope='module')
+def two_stage(tiny_vgg_file, pics, tmp_path_factory):
+    """One two-stage run (3 then 2 iterations, every one printed and saved, seed 1), shared by
+    the tests below; spies record each stage's graph inputs and result, and the plots' input."""
+    out_dir = tmp_path_factory.mktemp('two-stage') / 'out'
+    argv = cli_argv(tiny_vgg_file, pics, out_dir, TWO_STAGES + (
+        '--stage-iterations', '3,2', '--print-every', '1', '--save-every', '1'),
+        width=128, iterations=5, seed=1)
+    out, err = io.StringIO(), io.StringIO()
+    plotted = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(download, 'download_vgg_model', refuse_download)
+        runs = install_spy(patch)
+        real_plots = plots.save_plots
+
+        def spying_plots(*args, **kwargs):
+            bound = inspect.signature(real_plots).bind(*args, **kwargs)
+            bound.apply_defaults()
+            plotted.append(SimpleNamespace(**bound.arguments))
+            return real_plots(*args, **kwargs)
+
+        patch.setattr(plots, 'save_plots', spying_plots)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = ag.main(argv)
+    run = Run(code=code, out=out.getvalue(), err=err.getvalue(), dir=out_dir, spy=runs,
+              plotted=plotted)
+    return check_run(run, argv)  # prints iterations 0..4: numbers continue across stages
+
+
+def test_two_stage_run_ends_at_the_requested_size(two_stage, pics):
+    run = two_stage
+    assert run.err == ''
+    assert image_size(run.dir / 'generated_image.jpg') == (128, 96)
+    assert image_size(run.dir / 'stage_128.png') == (128, 96)
+    assert image_size(run.dir / 'stage_64.png') == (64, 48)
+    first, second = run.spy
+    assert first.content_image.shape == (1, 48, 64, 3)
+    assert second.content_image.shape == (1, 96, 128, 3)
+    assert (first.result.iterations, second.result.iterations) == (3, 2)
+    assert first.result.image.shape == (1, 48, 64, 3)
+    assert second.result.image.shape == (1, 96, 128, 3)
+    # Each stage's content is the content picture resized to the stage (Pillow's Lanczos).
+    content = read_rgb(pics.content)
+    np.testing.assert_allclose(as_pixels(first.content_image), content, atol=1e-3)
+    np.testing.assert_allclose(as_pixels(second.content_image), pillow_resize(content, 128, 96),
+                               atol=1e-3)
+    # stage_<width>.png holds each stage's result as 8-bit pixels (clipped, truncated as the
+    # course's save_image does); generated_image.jpg the last one's, JPEG-coded.
+    for stage, width in ((first, 64), (second, 128)):
+        expected = np.clip(as_pixels(stage.result.image), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(read_rgb(run.dir / ('stage_%d.png' % width)), expected)
+    assert np.abs(block_means(read_rgb(run.dir / 'generated_image.jpg'))
+                  - block_means(read_rgb(run.dir / 'stage_128.png'))).mean() < 3
+    # i.png at each stage's own size; numbers go on across stages.
+    assert run.numbered_pngs() == [0, 1, 2, 3, 4]
+    assert [image_size(run.dir / ('%d.png' % i)) for i in range(5)] == [(64, 48)] * 3 + [
+        (128, 96)] * 2
+
+
+def test_second_stage_starts_from_the_first_stages_result_upsampled(two_stage):
+    first, second = two_stage.spy
+    expected = stages.upsample(first.result.image, 128, 96)
+    assert second.input_image.dtype == np.float32
+    np.testing.assert_array_equal(second.input_image, expected)
+    # Float, not the 8-bit stage_64.png upsampled: most values are not whole numbers.
+    assert np.mean(np.abs(second.input_image - np.round(second.input_image)) > 0.01) > 0.9
+
+
+def test_history_and_costs_plot_go_on_across_stages(two_stage):
+    run = two_stage
+    first, second = run.spy
+    assert [h[0] for h in first.result.history] == [0, 1, 2]
+    assert [h[0] for h in second.result.history] == [3, 4]
+    assert [b[0] for b in run.blocks()] == [0, 1, 2, 3, 4]
+    (plotted,) = run.plotted
+    assert [h[0] for h in plotted.history] == [0, 1, 2, 3, 4]
+    assert plotted.history == first.result.history + second.result.history
+    # The plot marks where each stage starts, by its first iteration.
+    assert [(i, label) for i, label in plotted.stage_marks] == [(0, 'stage 1/2, 64x48'),
+                                                  (3, 'stage 2/2, 128x96')]
+    costs = read_rgb(run.dir / 'costs.png')
+    assert costs.shape[0] > 150 and costs.shape[1] > 200
+    for rgb in ((0x1f, 0x77, 0xb4), (0xff, 0x7f, 0x0e), (0x2c, 0xa0, 0x2c)):  # three curves
+        assert colour_pixels(costs, rgb) > 20, rgb
+
+
+def cropped_resize(pixels, scaled_width, scaled_height, width, height):
+    """Pillow's resize to the scaled size, centre-cropped to width x height (offsets rounded
+    down): the style at a stage for a --style-scale above 1, computed without nst."""
+    scaled = pillow_resize(pixels, scaled_width, scaled_height)
+    top, left = (scaled_height - height) // 2, (scaled_width - width) // 2
+    return scaled[top:top + height, left:left + width]
+
+
+@pytest.mark.parametrize('scale', ['2', '0.5'])
+def test_style_scale_sizes_the_style_at_every_stage(cli, spy, pics, scale):
+    """--style-scale F: at every stage the style is F times the size at which it covers the
+    stage. The 80x60 style covers 64x48 at 64x48 and 128x96 at 128x96 (4:3 both)."""
+    run = cli(*TWO_STAGES, '--style-scale', scale, '--print-every', '0', '--save-every', '0',
+              width=128, iterations=4, name='style-scale-' + scale)
+    style = read_rgb(pics.style)
+    assert style.shape == (60, 80, 3)
+    assert [s.result.iterations for s in spy] == [4, 2]  # --iterations 4: 4, then half
+    sizes = [(64, 48), (128, 96)]
+    for stage, (width, height) in zip(spy, sizes):
+        (given,) = stage.style_images
+        assert given.shape == (1, height, width, 3)
+        np.testing.assert_allclose(as_pixels(given),
+                                   stages.style_at(style, width, height, float(scale)),
+                                   atol=1e-3)
+        pixels = np.round(as_pixels(given)).astype(np.uint8)
+        if scale == '2':
+            # 128x96, then 256x192, centre-cropped: worked out without nst.
+            expected = cropped_resize(style, 2 * width, 2 * height, width, height)
+            np.testing.assert_array_equal(pixels, expected)
+        else:
+            # 32x24, then 64x48: the middle is the style resized, mirrored around it (the row
+            # above the middle repeats its first row).
+            top, left = height // 4, width // 4
+            middle = pillow_resize(style, width // 2, height // 2)
+            np.testing.assert_array_equal(pixels[top:top + height // 2, left:left + width // 2],
+                                          middle)
+            np.testing.assert_array_equal(pixels[top - 1], pixels[top])
+            np.testing.assert_array_equal(pixels[top:top + height // 2, :left],
+                                          middle[:, left - 1::-1])
+    assert image_size(run.dir / 'generated_image.jpg') == (128, 96)
+
+
+@pytest.mark.parametrize('extra, option, words', [
+    (['--start-width=100'], '--start-width', '100'),                # above --width 64
+    (['--scale-factor=1'], '--scale-factor', '1'),
+    (['--scale-factor=0.5'], '--scale-factor', '0.5'),
+    (['--scale-factor=-2'], '--scale-factor', '-2'),
+    (['--scale-factor=x'], '--scale-factor', 'x'),
+    (['--scale-factor=nan'], '--scale-factor', 'nan'),
+    (['--style-scale=0'], '--style-scale', '0'),
+    (['--style-scale=-1'], '--style-scale', '-1'),
+    (['--style-scale=big'], '--style-scale', 'big'),
+    (['--stage-iterations=0,2'], '--stage-iterations', '0,2'),
+    (['--stage-iterations=-1,2'], '--stage-iterations', '-1,2'),
+    (['--stage-iterations=a,b'], '--stage-iterations', 'a,b'),
+    (['--stage-iterations=3,'], '--stage-iterations', '3,'),
+    (['--stage-iterations=2.5,1'], '--stage-iterations', '2.5,1'),
+    # Wrong lengths: two stages (64 and 128) given one or three counts; one stage given two.
+    (['--width', '128', *TWO_STAGES, '--stage-iterations', '5'], '--stage-iterations',
+     '1 iteration counts for 2 stages'),
+    (['--width', '128', *TWO_STAGES, '--stage-iterations', '3,2,1'], '--stage-iterations',
+     '3 iteration counts for 2 stages'),
+    (['--stage-iterations', '3,2'], '--stage-iterations', '2 iteration counts for 1 stages'),
+    (['--average=1'], '--average', '1'),
+    (['--average=1.5'], '--average', '1.5'),
+    (['--average=-0.1'], '--average', '-0.1'),
+    (['--average=x'], '--average', 'x'),
+    (['--average=nan'], '--average', 'nan'),
+])
+def test_stage_options_out_of_range_exit_2_with_one_line(capsys, tmp_path, pics, tiny_vgg_file,
+                                                         monkeypatch, extra, option, words):
+    monkeypatch.setattr(vgg, 'VGGBuilder', pytest.fail)  # refused before any graph
+    code, out, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out', *extra))
+    assert code == 2
+    assert out == ''
+    one_error_line(err, option, words)
+    assert not (tmp_path / 'out' / 'generated_image.jpg').exists()
+
+
+def test_stage_options_at_their_limits_are_accepted(tmp_path):
+    """The rejections above are not over-eager: a start width equal to the width, a factor just
+    above 1, a tiny style scale, an average of 0 or just below 1."""
+    options = parser().parse_args(['--width', '64', '--start-width', '64', '--scale-factor',
+                                   '1.01', '--style-scale', '0.01', '--average', '0.999',
+                                   '--stage-iterations', '1,2,3', '--output-dir', str(tmp_path)])
+    assert (options.start_width, options.scale_factor) == (64, 1.01)
+    assert (options.style_scale, options.average) == (0.01, 0.999)
+    assert options.stage_iterations == [1, 2, 3]
+    nst_cli.check_options(options)  # raises UsageError if refused
+    assert parser().parse_args(['--average', '0']).average == 0
+
+
+def test_average_is_the_bias_corrected_average_of_the_iterates(cli, spy, saved, monkeypatch):
+    """--average 0.5 over 3 iterations: the result is (x3 + 0.5 x2 + 0.25 x1) / 1.75 of the
+    iterates x1, x2, x3 (the images after each step), in float64 here; i.png after iteration k
+    is the average so far."""
+    iterates = []
+    real = optimize._LoopState.after_iteration
+
+    def recording(self, i, image, costs):
+        iterates.append(np.array(image, dtype=np.float64))
+        return real(self, i, image, costs)
+
+    monkeypatch.setattr(optimize._LoopState, 'after_iteration', recording)
+    cli('--average', '0.5', '--save-every', '1', '--print-every', '0', iterations=3,
+        name='average')
+    x1, x2, x3 = iterates
+    averages = [x1, (x2 + 0.5 * x1) / 1.5, (x3 + 0.5 * x2 + 0.25 * x1) / 1.75]
+    result = spy[0].result.image
+    assert result.dtype == np.float32 and result.shape == x3.shape
+    # float32 precision: |pixels| < 300, so 1e-4 is a few ulps.
+    np.testing.assert_allclose(result, averages[2], rtol=0, atol=1e-4)
+    assert np.abs(x3 - averages[2]).max() > 0.5  # the average is not the last iterate
+    # What was saved: each i.png the average so far, generated_image.jpg the final one (as
+    # 8-bit pixels: a value at a whole number may land on either side: 1 level).
+    for i, average in enumerate(averages):
+        expected = np.clip(as_pixels(average), 0, 255)
+        assert np.abs(saved['%d.png' % i].astype(float) - np.floor(expected)).max() <= 1, i
+    assert np.abs(saved['generated_image.jpg'].astype(float)
+                  - np.floor(np.clip(as_pixels(averages[2]), 0, 255))).max() <= 1
+
+
+def test_ctrl_c_during_the_second_stage(tmp_path, tiny_vgg_file, pics, child_env):
+    """A real SIGINT to `python art_generation.py` while its second stage runs: exit 130, one
+    line 'Interrupted after N iterations; the latest image is in ...', generated_image.jpg at
+    the second stage's size (its latest image), stage_64.png done and stage_128.png not."""
+    out_dir = tmp_path / 'out'
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, '--model', tiny_vgg_file, '--no-download', '--content',
+         pics.content, '--style', pics.style, '--width', '128', *TWO_STAGES,
+         '--stage-iterations', '2,1000000', '--print-every', '1', '--save-every', '1',
+         '--output-dir', str(out_dir), '--no-progress', '--seed', '0'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=child_env(TF_CPP_MIN_LOG_LEVEL='3'))
+    in_stage_2 = threading.Event()
+    streams = {'out': [], 'err': []}
+
+    def read(name, stream):
+        for line in stream:
+            streams[name].append(line)
+            if line.startswith('Iteration 2 :'):  # the second stage's first iteration
+                in_stage_2.set()
+
+    readers = [threading.Thread(target=read, args=(name, stream), daemon=True)
+               for name, stream in (('out', process.stdout), ('err', process.stderr))]
+    for reader in readers:
+        reader.start()
+    try:
+        assert in_stage_2.wait(timeout=90), 'no "Iteration 2 :" line: %r' % streams
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for reader in readers:
+        reader.join(timeout=10)
+    stderr, stdout = ''.join(streams['err']), ''.join(streams['out'])
+    assert code == 130, stderr
+    assert 'Traceback' not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    final = out_dir / 'generated_image.jpg'
+    match = re.fullmatch(r'Interrupted after (\d+) iterations; the latest image is in (.+)',
+                         lines[0])
+    assert match, lines[0]
+    assert match.group(2) == str(final)
+    done = int(match.group(1))
+    printed = [b[0] for b in parse_blocks(stdout)]
+    # All iterations of both stages, numbered on across them; the one in which Ctrl-C came was
+    # finished and is the last.
+    assert printed == list(range(done)) and done >= 3
+    assert image_size(final) == (128, 96)
+    assert image_size(out_dir / 'stage_64.png') == (64, 48)
+    assert not (out_dir / 'stage_128.png').exists()
+    image_size(out_dir / 'costs.png')
+    image_size(out_dir / 'summary.png')
+    latest = out_dir / ('%d.png' % (done - 1))
+    assert image_size(latest) == (128, 96)
+    assert np.abs(block_means(read_rgb(final)) - block_means(read_rgb(latest))).mean() < 4
+
+
+def test_ctrl_c_while_the_second_stage_is_built(capsys, tmp_path, tiny_vgg_file, pics,
+                                                monkeypatch):
+    """A Ctrl-C between stages (while stage 2's graph is built) ends the run as an interrupted
+    one: the stage in progress finishes its first iteration and stops there, exit 130 with the
+    one line, generated_image.jpg at stage 2's size, the plots written; a second Ctrl-C is not
+    needed and no 'nothing more was saved' message appears."""
+    monkeypatch.setattr(download, 'download_vgg_model', refuse_download)
+    real_build = ag.build_style_transfer
+    built = []
+
+    def build_then_ctrl_c(*args, **kwargs):
+        built.append(1)
+        nst = real_build(*args, **kwargs)
+        if len(built) == 2:  # stage 2's graph: the user presses Ctrl-C now
+            os.kill(os.getpid(), signal.SIGINT)
+        return nst
+
+    monkeypatch.setattr(ag, 'build_style_transfer', build_then_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    out_dir = tmp_path / 'out'
+    code, out, err = run_main(capsys, cli_argv(tiny_vgg_file, pics, out_dir, TWO_STAGES + (
+        '--stage-iterations', '2,50', '--print-every', '1'), width=128, iterations=52, seed=1))
+    assert code == 130, err
+    assert err.strip() == ('Interrupted after 3 iterations; the latest image is in %s'
+                           % (out_dir / 'generated_image.jpg'))
+    assert [b[0] for b in parse_blocks(out)] == [0, 1, 2]
+    assert image_size(out_dir / 'generated_image.jpg') == (128, 96)
+    assert image_size(out_dir / 'stage_64.png') == (64, 48)
+    assert not (out_dir / 'stage_128.png').exists()
+    image_size(out_dir / 'costs.png')
+    assert signal.getsignal(signal.SIGINT) is before  # the run's handler is gone

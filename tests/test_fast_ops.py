@@ -117,3 +117,185 @@ def test_narrow_convolution_gradient_equals_backprop_input(height, width, channe
     scale = np.abs(values[3]).max()
     np.testing.assert_allclose(values[0], values[1], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(values[2], values[3], rtol=tolerance, atol=tolerance * scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# The Gram matrices' gradient (fast_ops.use_gram_gradients)
+# ----------------------------------------------------------------------------------------------
+
+import art_generation as ag  # noqa: E402
+
+
+def analytic_style_gradient(a_S, a_G):
+    """dJ/da_G of the course's layer style cost, in float64, derived by hand.
+
+    With X the (n_H n_W, n_C) unrolled a_G, A = X^T, G = A A^T and J = c sum((G_S - G)^2),
+    c = 1 / (4 n_C^2 (n_H n_W)^2): dJ/dG = -2c (G_S - G); for G = A A^T,
+    dJ/dA = (dJ/dG + dJ/dG^T) A = -4c (G_S - G) A (both are symmetric); and dJ/dX = (dJ/dA)^T
+    = -4c X (G_S - G), reshaped back to a_G's shape.
+    """
+    _, n_H, n_W, n_C = a_G.shape
+    X = a_G.astype(np.float64).reshape(n_H * n_W, n_C)
+    X_S = a_S.astype(np.float64).reshape(n_H * n_W, n_C)
+    G, G_S = X.T @ X, X_S.T @ X_S
+    c = 1.0 / (4 * n_C ** 2 * (n_H * n_W) ** 2)
+    return (-4 * c * X @ (G_S - G)).reshape(a_G.shape)
+
+
+def matmul_count(graph):
+    return sum(op.type == 'MatMul' for op in graph.get_operations())
+
+
+def style_cost_gradient(a_S, a_G, fast):
+    """(cost, dJ/da_G, ops marked, MatMul ops the gradient added) of the course's
+    compute_layer_style_cost in a new graph, with or without the Gram gradients."""
+    with tf.Graph().as_default() as graph, tf.Session() as sess:
+        placeholder = tf.placeholder(tf.float32, a_G.shape)
+        J = ag.compute_layer_style_cost(a_S, placeholder)
+        marked = fast_ops.use_gram_gradients(graph) if fast else None
+        before = matmul_count(graph)
+        (gradient,) = tf.gradients(J, [placeholder])
+        added = matmul_count(graph) - before
+        cost, value = sess.run([J, gradient], {placeholder: a_G})
+    return cost, value, marked, added
+
+
+@pytest.mark.parametrize('shape', [(1, 5, 7, 4), (1, 3, 3, 6), (1, 1, 1, 3), (1, 8, 2, 1)])
+def test_style_cost_gradient_with_gram_gradients(shape):
+    """The course's layer style cost: its gradient w.r.t. a_G with the Gram gradients equals
+    TensorFlow's own (a graph without them) and the float64 derivation. Tolerances: the cost's
+    float32 Gram differences cancel to ~1e-6 relative; 1e-4 of the gradient's largest entry."""
+    rng = np.random.default_rng(sum(shape))
+    a_S = rng.normal(size=shape).astype(np.float32)
+    a_G = rng.normal(size=shape).astype(np.float32)
+    cost, fast, marked, fast_added = style_cost_gradient(a_S, a_G, fast=True)
+    cost_tf, plain, _, plain_added = style_cost_gradient(a_S, a_G, fast=False)
+    assert marked == 2  # G_S and G_G
+    # The marked gradient is in use: one MatMul for dA (G_S needs none), against TensorFlow's
+    # two (A's share through both operands of the MatMul).
+    assert (fast_added, plain_added) == (1, 2)
+    assert cost == cost_tf
+    expected = analytic_style_gradient(a_S, a_G)
+    scale = np.abs(expected).max()
+    assert scale > 0
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(plain, expected, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4 * scale)
+    # The cost itself, by hand in float64: c * sum((G_S - G)^2).
+    _, n_H, n_W, n_C = shape
+    X, X_S = (a.astype(np.float64).reshape(n_H * n_W, n_C) for a in (a_G, a_S))
+    J = np.sum((X_S.T @ X_S - X.T @ X) ** 2) / (4 * n_C ** 2 * (n_H * n_W) ** 2)
+    assert cost == pytest.approx(J, rel=1e-5)
+
+
+def test_gram_gradients_count_every_layer_cost():
+    """Two layer costs built in one graph (as build_style_transfer does for two style layers):
+    4 Grams; calling again marks the same ops again (the count is of Gram ops, not of changes)."""
+    rng = np.random.default_rng(0)
+    with tf.Graph().as_default() as graph:
+        a_G = tf.placeholder(tf.float32, (1, 4, 5, 3))
+        b_G = tf.placeholder(tf.float32, (1, 2, 3, 6))
+        ag.compute_layer_style_cost(rng.normal(size=(1, 4, 5, 3)).astype(np.float32), a_G)
+        ag.compute_layer_style_cost(rng.normal(size=(1, 2, 3, 6)).astype(np.float32), b_G)
+        tf.matmul(tf.ones((3, 3)), tf.ones((3, 2)))  # not a Gram
+        assert fast_ops.use_gram_gradients(graph) == 4
+        assert fast_ops.use_gram_gradients(graph) == 4
+        marked = [op for op in graph.get_operations()
+                  if '_gradient_op_type' in op.node_def.attr]
+        assert len(marked) == 4 and all(op.type == 'MatMul' for op in marked)
+
+
+def gram_forms(a):
+    """The Gram matrix A A^T in both spellings (the course's and the flag's)."""
+    return {'transpose': lambda: tf.matmul(a, tf.transpose(a)),
+            'transpose_b': lambda: tf.matmul(a, a, transpose_b=True)}
+
+
+@pytest.mark.parametrize('form', ['transpose', 'transpose_b'])
+def test_both_spellings_of_the_gram_are_recognised(form):
+    """G = A A^T written either way is marked, and its gradient is exactly (W + W^T) A for
+    a non-symmetric upstream W (J = sum(W * G)), as TensorFlow's own: float64 by hand,
+    float32 tolerance 1e-5 of the largest entry."""
+    rng = np.random.default_rng(1)
+    a_value = rng.normal(size=(4, 9)).astype(np.float32)
+    w_value = rng.normal(size=(4, 4)).astype(np.float32)
+    expected = (w_value.astype(np.float64) + w_value.T) @ a_value.astype(np.float64)
+    results = {}
+    for fast in (True, False):
+        with tf.Graph().as_default() as graph, tf.Session() as sess:
+            a = tf.placeholder(tf.float32, a_value.shape)
+            gram = gram_forms(a)[form]()
+            J = tf.reduce_sum(tf.constant(w_value) * gram)
+            if fast:
+                assert fast_ops.use_gram_gradients(graph) == 1
+                assert gram.op.node_def.attr['_gradient_op_type'].s == b'NSTGramGradient'
+            before = matmul_count(graph)
+            (gradient,) = tf.gradients(J, [a])
+            added = matmul_count(graph) - before
+            results[fast] = sess.run(gradient, {a: a_value}), added
+    (fast, fast_added), (plain, plain_added) = results[True], results[False]
+    assert (fast_added, plain_added) == (1, 2)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(plain, expected, rtol=0, atol=1e-5 * scale)
+
+
+# Products that are not a Gram matrix A A^T (A: 4x6, B: 4x6, C: 6x4, S: 4x4), with their
+# gradients w.r.t. A (and the other operand) for J = sum(W * product), worked out by hand:
+# for P = X Y: dX = W Y^T, dY = X^T W.
+NOT_GRAMS = {
+    'A B^T (transpose)': (lambda A, B, C, S: tf.matmul(A, tf.transpose(B)),
+                          lambda A, B, C, S, W: {'A': W @ B, 'B': W.T @ A}),
+    'A B^T (flag)': (lambda A, B, C, S: tf.matmul(A, B, transpose_b=True),
+                     lambda A, B, C, S, W: {'A': W @ B, 'B': W.T @ A}),
+    'A C': (lambda A, B, C, S: tf.matmul(A, C),
+            lambda A, B, C, S, W: {'A': W @ C.T, 'C': A.T @ W}),
+    'A^T A': (lambda A, B, C, S: tf.matmul(A, A, transpose_a=True),  # the columns' Gram
+              lambda A, B, C, S, W: {'A': A @ (W + W.T)}),
+    'S S': (lambda A, B, C, S: tf.matmul(S, S),
+            lambda A, B, C, S, W: {'S': W @ S.T + S.T @ W}),
+    'S^T^T = S S': (  # a transpose and the flag: S (S^T)^T
+        lambda A, B, C, S: tf.matmul(S, tf.transpose(S), transpose_b=True),
+        lambda A, B, C, S, W: {'S': W @ S.T + S.T @ W}),
+    # S^T S^T = (S S)^T, so J = sum(W^T * S S): dS = W^T S^T + S^T W^T.
+    'S^T S^T (flags)': (lambda A, B, C, S: tf.matmul(S, S, transpose_a=True, transpose_b=True),
+                        lambda A, B, C, S, W: {'S': W.T @ S.T + S.T @ W.T}),
+    'S^T S^T (transpose)': (
+        lambda A, B, C, S: tf.matmul(S, tf.transpose(S), transpose_a=True),
+        lambda A, B, C, S, W: {'S': W.T @ S.T + S.T @ W.T}),
+}
+
+
+@pytest.mark.parametrize('name', sorted(NOT_GRAMS))
+def test_other_matmuls_keep_tensorflows_gradient(name):
+    """A MatMul that is not A A^T is not marked (use_gram_gradients counts 0) and its
+    gradient is TensorFlow's: equal to a graph without the call and to the hand derivation in
+    float64 (float32 tolerance 1e-5 of the largest entry)."""
+    build, derivation = NOT_GRAMS[name]
+    rng = np.random.default_rng(2)
+    values = {'A': rng.normal(size=(4, 6)), 'B': rng.normal(size=(4, 6)),
+              'C': rng.normal(size=(6, 4)), 'S': rng.normal(size=(4, 4))}
+    values = {k: v.astype(np.float32) for k, v in values.items()}
+    results = {}
+    for fast in (True, False):
+        with tf.Graph().as_default() as graph, tf.Session() as sess:
+            inputs = {k: tf.placeholder(tf.float32, v.shape, name=k) for k, v in values.items()}
+            product = build(*(inputs[k] for k in 'ABCS'))
+            w_value = np.random.default_rng(3).normal(
+                size=product.get_shape().as_list()).astype(np.float32)
+            J = tf.reduce_sum(tf.constant(w_value) * product)
+            if fast:
+                assert fast_ops.use_gram_gradients(graph) == 0
+                assert '_gradient_op_type' not in product.op.node_def.attr
+            expected = derivation(*(values[k].astype(np.float64) for k in 'ABCS'),
+                                  w_value.astype(np.float64))
+            names = sorted(expected)
+            gradients = tf.gradients(J, [inputs[k] for k in names])
+            results[fast] = dict(zip(names, sess.run(gradients, {inputs[k]: values[k]
+                                                                 for k in values})))
+    for k in names:
+        scale = np.abs(expected[k]).max()
+        np.testing.assert_allclose(results[True][k], expected[k], rtol=0, atol=1e-5 * scale,
+                                   err_msg=k)
+        np.testing.assert_allclose(results[True][k], results[False][k], rtol=0,
+                                   atol=1e-6 * scale, err_msg=k)
