@@ -327,7 +327,8 @@ def resolve_precision(options):
     precision = options.precision
     if precision == 'auto':
         from nst import tuning
-        precision = tuning.choose_precision(enabled=not options.no_tune, log=_note)
+        precision = tuning.choose_precision(enabled=False if options.no_tune else None,
+                                            log=_note)
         _note('--precision auto: %s' % precision)
         return precision
     support = runtime.bfloat16_support() if precision == 'bfloat16' else None

@@ -16,6 +16,12 @@ The cache is $NST_CACHE_DIR/tuning.json, else $XDG_CACHE_HOME/nst-style-transfer
 (~/.cache/...); delete it to measure again. A damaged or unwritable cache is ignored, never
 fatal. Measurements taken while other processes kept the CPUs busy are used for the run but
 not cached.
+
+The measuring sessions use nst.runtime.session_config(), as the run does: TensorFlow keeps the
+inter-op thread pool of a process's first session for all later ones. That setting (one op at a
+time) is not tuned: a whole step at 400x300 on 2 AVX2 cores took 1.35 s with it against 1.44 s
+with TensorFlow's default (median of three processes each), and measuring it needs whole steps
+in separate processes, far beyond the few seconds tuning may take.
 """
 
 import json
@@ -450,7 +456,12 @@ def choose_precision(enabled=None, cache_dir=None, log=None):
         return choice
     _say(log, 'measuring bfloat16 against float32 on this CPU (once, a second)...')
     start = load_sample()
-    times = measure_matmul()
+    try:
+        times = measure_matmul()
+    except runtime.import_tf().errors.OpError as error:  # no bfloat16 matmul in this build
+        _say(log, 'precision: float32 (bfloat16 matmul failed: %s)'
+             % ' '.join(str(error.message).split())[:200])
+        return 'float32'
     speedup = times['float32'] / times['bfloat16']
     choice = 'bfloat16' if speedup >= BF16_MIN_SPEEDUP else 'float32'
     note = _store(path, {key: _entry(choice, times)}, start)

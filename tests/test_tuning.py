@@ -324,6 +324,17 @@ def test_precision_measured_once_where_bfloat16_runs(bf16_seconds, expected, own
     assert calls == [1] and lines == []
 
 
+def test_precision_is_float32_when_bfloat16_matmul_fails(monkeypatch):
+    monkeypatch.setattr(runtime, 'cpu_flags', lambda: {'avx512f', 'avx512_bf16'})
+
+    def measure_matmul():
+        raise tf.errors.InvalidArgumentError(None, None, 'no bfloat16 MatMul kernel')
+    monkeypatch.setattr(tuning, 'measure_matmul', measure_matmul)
+    lines = []
+    assert tuning.choose_precision(enabled=True, log=lines.append) == 'float32'
+    assert 'failed' in lines[-1]
+
+
 def test_matmul_measurement_runs():
     times = tuning.measure_matmul(size=64)
     assert set(times) == {'float32', 'bfloat16'} and all(t > 0 for t in times.values())
