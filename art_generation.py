@@ -134,7 +134,8 @@ def build_style_transfer(sess, model, content_image, style_images, *, blend_weig
         set_input(sess, style_image)
         a_S = sess.run({layer_name: model[layer_name] for layer_name, _ in style_layers})
         for layer_name, coeff in style_layers:
-            J_style_layer = compute_layer_style_cost(fixed.hold(a_S[layer_name]), model[layer_name])
+            a_G = model[layer_name]
+            J_style_layer = compute_layer_style_cost(fixed.hold(a_S[layer_name]), a_G)
             J_style += weight * coeff * J_style_layer
 
     J = total_cost(J_content, J_style, alpha=alpha, beta=beta)
@@ -177,45 +178,50 @@ def main(argv=None):
         # Images, weights (downloaded on first use) and memory, checked before anything runs.
         inputs = cli.prepare_inputs(options)
         record = cli.RunRecord(inputs)
-        progress = cli.progress_bar(options, inputs.stages)
         stop = optimize.StopRequest()  # Ctrl-C: end the current iteration, keep its image
-        tf = import_tf()
-        for stage in stop.covering(inputs.stages):  # one stage: the course's run
-            content, styles, initial = cli.stage_images(options, inputs, stage)
-            content_image = reshape_and_normalize_image(content)
-            style_images = [reshape_and_normalize_image(style) for style in styles]
-            if stage.index > 0:
-                generated_image = stages.upsample(record.last.image, stage.width, stage.height)
-            elif initial is None:
-                generated_image = generate_noise_image(content_image, options.noise_ratio)
-            else:
-                generated_image = reshape_and_normalize_image(initial).astype('float32')
-
-            with tf.Graph().as_default(), tf.Session(config=session_config()) as sess:
-                model = load_vgg_model(inputs.weights_path, stage.height, stage.width,
-                                       pooling=options.pooling, precision=inputs.precision,
-                                       layers=inputs.layers, tune=not options.no_tune)
-                nst = build_style_transfer(
-                    sess, model, content_image, style_images,
-                    blend_weights=inputs.blend_weights, content_layer=options.content_layer,
-                    style_layers=options.style_layers, alpha=options.alpha, beta=options.beta,
-                    tv_weight=options.tv_weight, learning_rate=options.learning_rate)
-                cli.start_stage(progress, stage)
-                result = optimize.optimise(
-                    sess, nst, generated_image, stage.iterations, optimizer=options.optimizer,
-                    output_dir=options.output_dir, save_every=options.save_every,
-                    print_every=options.print_every, progress=progress,
-                    save_image=(cli.colour_preserving(content) if options.preserve_colors
-                                else save_image),
-                    first_iteration=record.iterations, average=options.average, stop=stop)
-            record.add(stage, result)
-            if record.stopped():
-                break
-            if stage.count > 1:
-                save_image(cli.stage_path(options, stage), result.image)
-        progress.close()
+        with cli.progress_bar(options, inputs.stages) as progress:
+            for stage in stop.covering(inputs.stages):  # one stage: the course's run
+                result = run_stage(options, inputs, stage, record, progress, stop)
+                record.add(stage, result)
+                if record.stopped():
+                    break
+                if stage.count > 1:
+                    save_image(cli.stage_path(options, stage), result.image)
         outcome.code = cli.finish(options, record)
     return outcome.code
+
+
+def run_stage(options, inputs, stage, record, progress, stop):
+    """The notebook's cells at one stage's size: the images, the model, the costs, the loop.
+    Returns the loop's nst.optimize.RunResult."""
+    content, styles, initial = cli.stage_images(options, inputs, stage)
+    content_image = reshape_and_normalize_image(content)
+    style_images = [reshape_and_normalize_image(style) for style in styles]
+    if stage.index > 0:  # the last stage's result, upsampled
+        generated_image = stages.upsample(record.last.image, stage.width, stage.height)
+    elif initial is None:
+        generated_image = generate_noise_image(content_image, options.noise_ratio)
+    else:
+        generated_image = reshape_and_normalize_image(initial).astype('float32')
+
+    tf = import_tf()
+    with tf.Graph().as_default(), tf.Session(config=session_config()) as sess:
+        model = load_vgg_model(inputs.weights_path, stage.height, stage.width,
+                               pooling=options.pooling, precision=inputs.precision,
+                               layers=inputs.layers, tune=not options.no_tune)
+        nst = build_style_transfer(
+            sess, model, content_image, style_images, blend_weights=inputs.blend_weights,
+            content_layer=options.content_layer, style_layers=options.style_layers,
+            alpha=options.alpha, beta=options.beta, tv_weight=options.tv_weight,
+            learning_rate=options.learning_rate)
+        cli.start_stage(progress, stage)
+        return optimize.optimise(
+            sess, nst, generated_image, stage.iterations, optimizer=options.optimizer,
+            output_dir=options.output_dir, save_every=options.save_every,
+            print_every=options.print_every, progress=progress,
+            save_image=(cli.colour_preserving(content) if options.preserve_colors
+                        else save_image),
+            first_iteration=record.iterations, average=options.average, stop=stop)
 
 
 if __name__ == '__main__':

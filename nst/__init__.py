@@ -15,6 +15,7 @@ One module per concern; modules import only modules listed above them, never the
     vgg         the VGG-19 graph
     memory      estimating a run's peak memory
     images      image files in and out
+    stages      coarse-to-fine stages: the ladder, the schedule, style scale, upsampling
     optimize    the optimisation loop (Adam, L-BFGS-B), progress, Ctrl-C
     plots       costs.png and summary.png
     cli         the command line: options, checks, inputs, exit codes

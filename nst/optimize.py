@@ -283,6 +283,13 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()  # also when the run fails: the bar's line is ended before the error
+        return False
+
     def _description(self):
         counted = '%d/%d it' % (self.done, self.stages[self.stage])
         return '%s, %s' % (self.name, counted) if self.name else counted

@@ -55,6 +55,8 @@ BUSY_SHARE = 0.25
 # every shape takes about 1.7 s on 2 AVX2 cores (oneDNN), the warm-up as long again, and
 # building and filling the small graphs about 1.5 s more.
 MIN_ROUNDS = 1
+# Runs larger than this are measured at this many pixels (measured_size): 400x300, the course's.
+MAX_MEASURED_PIXELS = 400 * 300
 MAX_ROUNDS = 5
 ROUND_BUDGET = 0.1
 
@@ -85,6 +87,16 @@ def tuning_enabled(enabled=None):
 # ----------------------------------------------------------------------------------------------
 # The run's layer shapes and each shape's candidates
 # ----------------------------------------------------------------------------------------------
+
+def measured_size(height, width, pixels=MAX_MEASURED_PIXELS):
+    """The size at which a run of height x width is measured: itself up to `pixels` pixels,
+    else scaled down to about that many, keeping the aspect. Which path is fastest no longer
+    changes with the size by then, and measuring a 4K run at full size would take minutes."""
+    if height * width <= pixels:
+        return height, width
+    scale = math.sqrt(pixels / (height * width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
 
 def conv_shapes(weights, height, width):
     """{conv layer name: (H, W, C_in, C_out)} for the layers in weights, at the run's size.
@@ -366,12 +378,14 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
                  cache_dir=None, log=None):
     """The fast_ops.Paths of a VGG graph of these weights at height x width on this machine.
 
-    Measured once per machine, precision and layer shape (see the module's doc), then read from
+    Measured at measured_size(height, width) once per machine, precision and layer shape (see
+    the module's doc), then read from
     the cache; enabled=False or NST_TUNE=0: the untuned fast_ops.Paths(). log: called with one
     line before measuring and one with the choice (nothing when all is cached).
     """
     if not tuning_enabled(enabled):
         return fast_ops.Paths()
+    height, width = measured_size(height, width)
     tf = runtime.import_tf()
     path = cache_path(cache_dir)
     entries = read_cache(path)

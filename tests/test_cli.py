@@ -1108,32 +1108,26 @@ def quiet_child(tiny_vgg_file, pics, child_env, tmp_path_factory):
         process.communicate()
 
 
-def test_ctrl_c_saves_the_latest_image_and_exits_130(tmp_path, tiny_vgg_file, pics, child_env,
-                                                     quiet_child):
-    out_dir = tmp_path / 'out'
-    process = subprocess.Popen(
-        [sys.executable, SCRIPT, '--model', tiny_vgg_file, '--no-download', '--content',
-         pics.content, '--style', pics.style, '--width', '48', '--iterations', '1000000',
-         # Only iteration 0 is printed: the line must be flushed, not wait in a pipe's buffer.
-         '--print-every', '100000', '--save-every', '1', '--output-dir', str(out_dir),
-         '--no-progress', '--seed', '0'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env=child_env(TF_CPP_MIN_LOG_LEVEL='3'))
-    started = threading.Event()
+def interrupt_when(argv, line_start, cwd, env):
+    """Run `python art_generation.py argv`, send SIGINT once a stdout line starts with
+    line_start, and return (exit code, stdout, stderr)."""
+    process = subprocess.Popen([sys.executable, SCRIPT] + argv, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+    seen = threading.Event()
     streams = {'out': [], 'err': []}
 
     def read(name, stream):
         for line in stream:
             streams[name].append(line)
-            if line.startswith('Iteration 0 :'):
-                started.set()
+            if line.startswith(line_start):
+                seen.set()
 
     readers = [threading.Thread(target=read, args=(name, stream), daemon=True)
                for name, stream in (('out', process.stdout), ('err', process.stderr))]
     for reader in readers:
         reader.start()
     try:
-        assert started.wait(timeout=90), 'no "Iteration 0 :" line: %r' % streams
+        assert seen.wait(timeout=90), 'no %r line: %r' % (line_start, streams)
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=60)
     finally:
@@ -1142,7 +1136,19 @@ def test_ctrl_c_saves_the_latest_image_and_exits_130(tmp_path, tiny_vgg_file, pi
             process.wait()
     for reader in readers:
         reader.join(timeout=10)
-    stderr = ''.join(streams['err'])
+    return code, ''.join(streams['out']), ''.join(streams['err'])
+
+
+def test_ctrl_c_saves_the_latest_image_and_exits_130(tmp_path, tiny_vgg_file, pics, child_env,
+                                                     quiet_child):
+    out_dir = tmp_path / 'out'
+    code, _, stderr = interrupt_when(
+        ['--model', tiny_vgg_file, '--no-download', '--content', pics.content, '--style',
+         pics.style, '--width', '48', '--iterations', '1000000',
+         # Only iteration 0 is printed: the line must be flushed, not wait in a pipe's buffer.
+         '--print-every', '100000', '--save-every', '1', '--output-dir', str(out_dir),
+         '--no-progress', '--seed', '0'],
+        'Iteration 0 :', tmp_path, child_env(TF_CPP_MIN_LOG_LEVEL='3'))
     assert code == 130, stderr
     assert 'Traceback' not in stderr
     lines = stderr.strip().splitlines()
@@ -1478,37 +1484,13 @@ def test_ctrl_c_during_the_second_stage(tmp_path, tiny_vgg_file, pics, child_env
     line 'Interrupted after N iterations; the latest image is in ...', generated_image.jpg at
     the second stage's size (its latest image), stage_64.png done and stage_128.png not."""
     out_dir = tmp_path / 'out'
-    process = subprocess.Popen(
-        [sys.executable, SCRIPT, '--model', tiny_vgg_file, '--no-download', '--content',
-         pics.content, '--style', pics.style, '--width', '128', *TWO_STAGES,
-         '--stage-iterations', '2,1000000', '--print-every', '1', '--save-every', '1',
-         '--output-dir', str(out_dir), '--no-progress', '--seed', '0'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env=child_env(TF_CPP_MIN_LOG_LEVEL='3'))
-    in_stage_2 = threading.Event()
-    streams = {'out': [], 'err': []}
-
-    def read(name, stream):
-        for line in stream:
-            streams[name].append(line)
-            if line.startswith('Iteration 2 :'):  # the second stage's first iteration
-                in_stage_2.set()
-
-    readers = [threading.Thread(target=read, args=(name, stream), daemon=True)
-               for name, stream in (('out', process.stdout), ('err', process.stderr))]
-    for reader in readers:
-        reader.start()
-    try:
-        assert in_stage_2.wait(timeout=90), 'no "Iteration 2 :" line: %r' % streams
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    for reader in readers:
-        reader.join(timeout=10)
-    stderr, stdout = ''.join(streams['err']), ''.join(streams['out'])
+    code, stdout, stderr = interrupt_when(
+        ['--model', tiny_vgg_file, '--no-download', '--content', pics.content, '--style',
+         pics.style, '--width', '128', *TWO_STAGES, '--stage-iterations', '2,1000000',
+         '--print-every', '1', '--save-every', '1', '--output-dir', str(out_dir),
+         '--no-progress', '--seed', '0'],
+        'Iteration 2 :',  # the second stage's first iteration
+        tmp_path, child_env(TF_CPP_MIN_LOG_LEVEL='3'))
     assert code == 130, stderr
     assert 'Traceback' not in stderr
     lines = stderr.strip().splitlines()
