@@ -249,14 +249,6 @@ def check_options(options):
         raise UsageError('--output-dir: %s is not writable' % options.output_dir)
 
 
-def load_inputs(options):
-    """Read and size the images: the content sets the size, the styles are fitted to it.
-
-    Returns (content, styles, initial) as (H, W, 3) uint8 arrays (initial may be None).
-    """
-    return size_inputs(options, *read_inputs(options))
-
-
 def read_inputs(options):
     """Decode the images as they are (any error before a download or a resize).
 

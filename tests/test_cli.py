@@ -350,7 +350,8 @@ def test_no_options_parse_to_the_course_run():
 
 def test_default_images_exist_and_load_at_the_course_size():
     """Smoke test of images/: the default run's inputs are 400x300 pictures."""
-    content, styles, initial = nst_cli.load_inputs(parser().parse_args([]))
+    options = parser().parse_args([])
+    content, styles, initial = nst_cli.size_inputs(options, *nst_cli.read_inputs(options))
     assert content.shape == (300, 400, 3) and content.dtype == np.uint8
     assert [s.shape for s in styles] == [(300, 400, 3)]
     assert initial is None
