@@ -30,6 +30,24 @@ def import_tf():
     return tf
 
 
+def tf1_random_normal(shape, mean, stddev):
+    """tf.random_normal drawing what TensorFlow 1 drew in the course's cells.
+
+    With a graph-level seed and no op seed, TF1 used the graph's op count at the moment the op
+    was created as its op seed; tf.random_normal first creates the constants for shape, mean and
+    stddev, so in a fresh graph the first call got op seed 3 and the second (after 6 ops) op
+    seed 9. TF 2.x counts differently, so the constants are created here and the op count is
+    passed explicitly. The notebook and the course-value tests draw their tensors with it.
+    """
+    tf = import_tf()
+    graph = tf.get_default_graph()
+    shape_t = tf.constant(shape, dtype=tf.int32)
+    mean_t = tf.constant(mean, dtype=tf.float32)
+    stddev_t = tf.constant(stddev, dtype=tf.float32)
+    op_seed = len(graph.get_operations())
+    return tf.random_normal(shape_t, mean_t, stddev_t, seed=op_seed)
+
+
 def onednn_enabled():
     """Whether TensorFlow runs its oneDNN kernels in this process (after import_tf)."""
     import_tf()

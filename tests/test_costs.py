@@ -6,28 +6,11 @@ import pytest
 
 import art_generation as ag
 from nst import vgg
-from nst.runtime import import_tf
+from nst.runtime import import_tf, tf1_random_normal
 from nst.weights import read_vgg_weights
 from pictures import MEANS, checker_picture, parse_blocks, smooth_picture, striped_picture
 
 tf = import_tf()
-
-
-def tf1_random_normal(shape, mean, stddev):
-    """tf.random_normal drawing what TF1 drew in the course's cells.
-
-    With a graph-level seed and no op seed, TF1 used the graph's op count at the moment the op
-    was created as its op seed (graph._last_id); tf.random_normal first creates the constants
-    for shape, mean and stddev, so in a fresh graph the first call got op seed 3 and the second
-    (after 6 ops) op seed 9. TF 2.x counts differently, so we create those constants ourselves
-    and pass the op count explicitly.
-    """
-    graph = tf.get_default_graph()
-    shape_t = tf.constant(shape, dtype=tf.int32)
-    mean_t = tf.constant(mean, dtype=tf.float32)
-    stddev_t = tf.constant(stddev, dtype=tf.float32)
-    op_seed = len(graph.get_operations())
-    return tf.random_normal(shape_t, mean_t, stddev_t, seed=op_seed)
 
 
 def run(tensor):
