@@ -30,7 +30,7 @@ if PROJECT_DIR not in sys.path:
 
 import art_generation  # noqa: E402  (cheap: TensorFlow is imported on first use)
 import nst_utils  # noqa: E402
-from nst import cli, config, optimize, runtime, synthetic, vgg, weights  # noqa: E402
+from nst import cli, config, optimize, runtime, stages, synthetic, vgg, weights  # noqa: E402
 from nst.files import atomic_write  # noqa: E402
 from nst.images import read_image  # noqa: E402
 
@@ -76,8 +76,7 @@ def load_images(width=WIDTH):
 
 def image_height(width=WIDTH):
     """The height of the problem at this width (300 at 400), as load_images gives it."""
-    return cli.result_height(read_image(config.CONTENT_IMAGE),
-                                        width)
+    return stages.stage_height(read_image(config.CONTENT_IMAGE).shape, width)
 
 
 def print_table(rows):

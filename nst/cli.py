@@ -260,15 +260,10 @@ def read_inputs(options):
     return content, styles, initial
 
 
-def result_height(content, width):
-    """The height of the result: width times the content's aspect ratio, at least 1."""
-    return max(1, round(width * content.shape[0] / content.shape[1]))
-
-
 def size_inputs(options, content, styles, initial):
     """Resize the content (and initial) to the result and fit the styles to it (a
     single-stage run's images)."""
-    height = result_height(content, options.width)
+    height = stages.stage_height(content.shape, options.width)
     content = resize_image(content, options.width, height)
     styles = [fit_image(style, options.width, height) for style in styles]
     if initial is not None:
@@ -366,7 +361,7 @@ def prepare_inputs(options):
     weights_path = ensure_weights(options)
     layers = (options.content_layer,) + tuple(name for name, _ in options.style_layers)
     weights = read_vgg_weights(weights_path, layers_needed(layers))  # fails here if damaged
-    check_memory(options, result_height(content, options.width), weights)  # the largest stage
+    check_memory(options, plan[-1].height, weights)  # the last stage is the largest
     del weights
     precision = resolve_precision(options)
     if options.seed is not None:
