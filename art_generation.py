@@ -169,18 +169,19 @@ def main(argv=None):
     """The notebook's flow on the command line's images and settings; returns the exit code.
 
     A --width above --start-width runs the flow in stages of growing size, each starting from
-    the last one's result. Bad input: one line and exit code 2; a failure at run time: 1;
-    Ctrl-C: 130 (the latest image is kept).
+    the last one's result; a stage too large for --max-memory runs in tiles. --resume DIR goes
+    on from DIR's checkpoint. Bad input: one line and exit code 2; a failure at run time: 1;
+    Ctrl-C: 130 (the latest image and a checkpoint are kept).
     """
-    options = cli.build_parser(CONTENT_LAYER, STYLE_LAYERS).parse_args(argv)
     outcome = cli.Outcome()
     with cli.exit_codes(outcome):
+        options, resumed = cli.parse_options(CONTENT_LAYER, STYLE_LAYERS, argv)
         # Images, weights (downloaded on first use) and memory, checked before anything runs.
         inputs = cli.prepare_inputs(options)
-        record = cli.RunRecord(inputs)
+        record = cli.RunRecord(inputs, options, resumed)
         stop = optimize.StopRequest()  # Ctrl-C: end the current iteration, keep its image
-        with cli.progress_bar(options, inputs.stages) as progress:
-            for stage in stop.covering(inputs.stages):  # one stage: the course's run
+        with cli.progress_bar(options, inputs.stages, record) as progress:
+            for stage in stop.covering(record.stages_to_run()):  # one stage: the course's run
                 result = run_stage(options, inputs, stage, record, progress, stop)
                 record.add(stage, result)
                 if record.stopped():
@@ -197,31 +198,44 @@ def run_stage(options, inputs, stage, record, progress, stop):
     content, styles, initial = cli.stage_images(options, inputs, stage)
     content_image = reshape_and_normalize_image(content)
     style_images = [reshape_and_normalize_image(style) for style in styles]
-    if stage.index > 0:  # the last stage's result, upsampled
-        generated_image = stages.upsample(record.last.image, stage.width, stage.height)
+    if record.resumes(stage):  # the checkpoint's image, mid-stage
+        generated_image = record.resumed.image
+    elif stage.index > 0:  # the last stage's result, upsampled
+        generated_image = stages.upsample(record.last_image, stage.width, stage.height)
     elif initial is None:
         generated_image = generate_noise_image(content_image, options.noise_ratio)
     else:
         generated_image = reshape_and_normalize_image(initial).astype('float32')
 
+    # A stage larger than the memory budget runs in tiles: the model is one tile's size.
+    tiling = inputs.tilings[stage.index]
+    crop = cli.first_tile(tiling)
     tf = import_tf()
     with tf.Graph().as_default(), tf.Session(config=session_config()) as sess:
-        model = load_vgg_model(inputs.weights_path, stage.height, stage.width,
+        model = load_vgg_model(inputs.weights_path, *tiling.tile_size,
                                pooling=options.pooling, precision=inputs.precision,
                                layers=inputs.layers, tune=not options.no_tune)
         nst = build_style_transfer(
-            sess, model, content_image, style_images, blend_weights=inputs.blend_weights,
-            content_layer=options.content_layer, style_layers=options.style_layers,
-            alpha=options.alpha, beta=options.beta, tv_weight=options.tv_weight,
+            sess, model, crop(content_image), [crop(image) for image in style_images],
+            blend_weights=inputs.blend_weights, content_layer=options.content_layer,
+            style_layers=options.style_layers, alpha=options.alpha, beta=options.beta,
+            tv_weight=options.tv_weight / tiling.pixel_share(),
             learning_rate=options.learning_rate)
-        cli.start_stage(progress, stage)
+        tiled = None
+        if tiling.count > 1:
+            tiled = optimize.tile_targets(sess, nst, tiling, content_image, style_images,
+                                          options.content_layer, options.style_layers,
+                                          record.seam_generator(stage))
+        cli.start_stage(progress, stage, tiling)
         return optimize.optimise(
-            sess, nst, generated_image, stage.iterations, optimizer=options.optimizer,
+            sess, nst, generated_image, record.remaining(stage), optimizer=options.optimizer,
             output_dir=options.output_dir, save_every=options.save_every,
             print_every=options.print_every, progress=progress,
             save_image=(cli.colour_preserving(content) if options.preserve_colors
                         else save_image),
-            first_iteration=record.iterations, average=options.average, stop=stop)
+            first_iteration=record.iterations, average=options.average, stop=stop,
+            tiled=tiled, resume=record.continuation(stage),
+            checkpoint=record.checkpointer(stage))
 
 
 if __name__ == '__main__':

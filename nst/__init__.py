@@ -6,6 +6,7 @@ One module per concern; modules import only modules listed above them, never the
     errors      error types and exit codes
     runtime     importing TensorFlow (TF1 graph mode, oneDNN, threads) and the CPU's features
     files       atomic file writing
+    checkpoint  saving a run's state and resuming from it (--resume)
     download    fetching the weights (resumable, SHA-256 checked)
     matfile     a streaming MATLAB v5 reader (only the layers needed)
     weights     reading and checking MatConvNet's VGG-19 conv weights
@@ -14,6 +15,7 @@ One module per concern; modules import only modules listed above them, never the
     tuning      choosing the fast paths by measuring them on this machine, cached
     vgg         the VGG-19 graph
     memory      estimating a run's peak memory
+    tiles       tiles under a memory budget: their layout, blending and Gram-matrix parts
     images      image files in and out
     stages      coarse-to-fine stages: the ladder, the schedule, style scale, upsampling
     optimize    the optimisation loop (Adam, L-BFGS-B), progress, Ctrl-C

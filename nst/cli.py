@@ -14,10 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nst import config, download, memory, runtime, stages
+from nst import checkpoint, config, download, memory, runtime, stages, tiles
 from nst.config import VGG19_KEYS
-from nst.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, DownloadError, NSTError,
-                        UsageError)
+from nst.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CheckpointError,
+                        DownloadError, NSTError, UsageError)
 from nst.images import (fit_image, read_image, resize_image, save_pixels, to_pixels,
                         transfer_luminance)
 from nst.weights import layers_needed, read_vgg_weights
@@ -86,6 +86,14 @@ def parse_counts(text):
                                              '(N,N,...)' % text)
         counts.append(count)
     return counts
+
+
+def parse_memory(text):
+    """--max-memory: '6G' -> bytes (nst.tiles.parse_memory_size)."""
+    try:
+        return tiles.parse_memory_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_layer(text):
@@ -207,6 +215,17 @@ def build_parser(content_layer, style_layers):
                        help='size of the style relative to each stage: F times the size at '
                             'which it covers the stage (for a style of the content\'s aspect, '
                             'its long side is F times the stage\'s); 1: fitted to the stage')
+    large.add_argument('--max-memory', type=parse_memory, metavar='SIZE',
+                       help='the most memory the run may use, e.g. 6G (K, M, G, T: powers of '
+                            '1024); a stage that would need more is optimised in overlapping '
+                            'tiles that fit (Adam only) (default: the memory available now)')
+    large.add_argument('--resume', metavar='DIR',
+                       help="continue the run whose output folder is DIR from its latest "
+                            'checkpoint (written every --save-every iterations and on Ctrl-C); '
+                            'options not given are the checkpoint\'s, and only --output-dir, '
+                            '--model, --max-memory, --no-tune, --no-download, --save-every, '
+                            '--print-every and --no-progress may change. L-BFGS starts its '
+                            'history afresh')
     large.add_argument('--average', type=_number(float, 0.0, name='number from 0 to 1'),
                        default=0.0, metavar='D',
                        help='keep an exponential moving average of the iterates with decay D '
@@ -214,7 +233,8 @@ def build_parser(content_layer, style_layers):
 
     report = parser.add_argument_group('progress')
     report.add_argument('--save-every', type=non_negative_int, default=20, metavar='N',
-                        help='save output-dir/i.png every N iterations (0: never)')
+                        help='save output-dir/i.png and a checkpoint to resume from (see '
+                             '--resume) every N iterations (0: never)')
     report.add_argument('--print-every', type=non_negative_int, default=20, metavar='N',
                         help="print the course's cost lines every N iterations (0: never)")
     report.add_argument('--no-progress', action='store_true', help='hide the progress bar')
@@ -273,17 +293,52 @@ def size_inputs(options, content, styles, initial):
 
 
 
-def check_memory(options, height, weights):
-    """Refuse, before anything is allocated, a run whose estimated peak memory is more than
-    the memory available (nst.memory)."""
-    needed = memory.estimate_run_memory(height, options.width, memory.vgg_widths(weights),
-                                        styles=len(options.style), optimizer=options.optimizer)
-    available = memory.available_memory()
-    if available is not None and needed > available:
-        raise UsageError('--width %d: a %dx%d result needs about %s of memory (estimated from '
-                         'the layer shapes) but %s is available; try a smaller --width'
-                         % (options.width, options.width, height, memory.format_bytes(needed),
-                            memory.format_bytes(available)))
+def plan_tiles(options, plan, weights):
+    """The tiles of each stage: [nst.tiles.Tiling, ...], a single tile for a stage that fits
+    the budget (--max-memory, default the memory available) whole.
+
+    Refuses, before anything is allocated, a run whose stage does not fit even in the smallest
+    tiles, and L-BFGS on a stage that needs tiles.
+    """
+    widths = memory.vgg_widths(weights)
+    budget = options.max_memory or memory.available_memory()
+    styles = len(options.style)
+
+    def stage_memory(stage):
+        def estimate(tile_height, tile_width, count):
+            if count == 1:
+                return memory.estimate_run_memory(stage.height, stage.width, widths, styles,
+                                                  options.optimizer)
+            return memory.estimate_tiled_memory(stage.height, stage.width, tile_height,
+                                                tile_width, count, widths, styles,
+                                                options.content_layer)
+        return estimate
+
+    tilings = []
+    for stage in reversed(plan):  # the largest first: the one an error names
+        if budget is None:  # the memory available cannot be told: no limit
+            tilings.append(tiles.single_tile(stage.height, stage.width))
+            continue
+        tiling = tiles.plan_tiling(stage.height, stage.width, budget, stage_memory(stage))
+        if tiling is None:
+            side = min(tiles.MIN_TILE, stage.height), min(tiles.MIN_TILE, stage.width)
+            count = -(-stage.height // side[0]) * -(-stage.width // side[1])
+            smallest = min(stage_memory(stage)(stage.height, stage.width, 1),
+                           stage_memory(stage)(*side, count))
+            raise UsageError(
+                '%s: a %dx%d result needs about %s of memory even in tiles (estimated from '
+                'the layer shapes) but %s %s; try a smaller --width'
+                % ('--max-memory' if options.max_memory else '--width %d' % options.width,
+                   stage.width, stage.height, memory.format_bytes(smallest),
+                   memory.format_bytes(budget),
+                   'is the budget' if options.max_memory else 'is available'))
+        if tiling.count > 1 and options.optimizer != 'adam':
+            raise UsageError('--optimizer %s: the %dx%d stage needs %d tiles to fit in %s, and '
+                             'tiles need --optimizer adam' % (
+                                 options.optimizer, stage.width, stage.height, tiling.count,
+                                 memory.format_bytes(budget)))
+        tilings.append(tiling)
+    return tilings[::-1]
 
 
 def ensure_weights(options):
@@ -344,6 +399,7 @@ class Inputs(NamedTuple):
     initial: object        # (h, w, 3) uint8 as read, or None: start from noise
     blend_weights: list    # one per style, summing to 1
     stages: list           # [nst.stages.Stage]: one for a single-scale run
+    tilings: list          # [nst.tiles.Tiling] of each stage: one tile where it fits whole
 
 
 def prepare_inputs(options):
@@ -361,14 +417,14 @@ def prepare_inputs(options):
     weights_path = ensure_weights(options)
     layers = (options.content_layer,) + tuple(name for name, _ in options.style_layers)
     weights = read_vgg_weights(weights_path, layers_needed(layers))  # fails here if damaged
-    check_memory(options, plan[-1].height, weights)  # the last stage is the largest
+    tilings = plan_tiles(options, plan, weights)
     del weights
     precision = resolve_precision(options)
     if options.seed is not None:
         np.random.seed(options.seed)
     blend = options.style_blend_weights or [1.0] * len(styles)
     return Inputs(weights_path, layers, precision, content, styles, initial,
-                  [w / sum(blend) for w in blend], plan)
+                  [w / sum(blend) for w in blend], plan, tilings)
 
 
 def stage_images(options, inputs, stage):
@@ -390,39 +446,173 @@ def colour_preserving(content):
 
 
 class RunRecord:
-    """The stages a run has done: their results and cost histories."""
+    """The stages a run has done (their results and cost histories), what it resumed from,
+    and its checkpoints."""
 
-    def __init__(self, inputs):
-        self.inputs = inputs
-        self.results = []  # [(stage, RunResult)]
+    def __init__(self, inputs, options, resumed=None):
+        self.inputs, self.options, self.resumed = inputs, options, resumed
+        self.results = []  # [(stage, RunResult)] of this process
+        self.result_options = checkpoint.result_options(options)
+        if resumed is not None:
+            check_resumed(options, inputs.stages, resumed)
+
+    # What to run -------------------------------------------------------------------------
+
+    def stages_to_run(self):
+        """The stages left: all, or from the checkpoint's (the next one if it was done)."""
+        if self.resumed is None:
+            return list(self.inputs.stages)
+        first = self.resumed.stage
+        if self.resumed.iteration >= self.inputs.stages[first].iterations:
+            first += 1
+        return list(self.inputs.stages[first:])
+
+    def resumes(self, stage):
+        """Whether stage goes on from the checkpoint, mid-way."""
+        return (self.resumed is not None and not self.results
+                and stage.index == self.resumed.stage
+                and self.resumed.iteration < stage.iterations)
+
+    def remaining(self, stage):
+        return stage.iterations - (self.resumed.iteration if self.resumes(stage) else 0)
+
+    def continuation(self, stage):
+        """What stage's optimisation goes on from: Adam's state and the average, or nothing."""
+        from nst.optimize import Continuation
+        if not self.resumes(stage):
+            return Continuation()
+        return Continuation(self.resumed.adam, self.resumed.average)
+
+    def seam_generator(self, stage):
+        """The random generator placing a tiled stage's seams: the checkpoint's, resumed;
+        else seeded by --seed and the stage (the same seed, the same seams)."""
+        if self.resumes(stage) and self.resumed.rng_state.get('bit_generator') == 'PCG64':
+            generator = np.random.default_rng()
+            checkpoint.set_rng_state(generator, self.resumed.rng_state)
+            return generator
+        if self.options.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([self.options.seed, stage.index])
+
+    # What was done -----------------------------------------------------------------------
 
     def add(self, stage, result):
+        """Record a stage's result; a stage that ran to its end gets a checkpoint (resuming
+        from it starts the next stage)."""
         self.results.append((stage, result))
+        if not (result.interrupted or result.diverged):
+            from nst.optimize import LoopSnapshot
+            self._save_checkpoint(stage, stage.iterations, self.iterations, LoopSnapshot(
+                result.iterations, result.image, None, None, None, []))
 
     @property
     def history(self):
-        return [entry for _, result in self.results for entry in result.history]
+        earlier = ([tuple(row) for row in self.resumed.history.tolist()]
+                   if self.resumed is not None else [])
+        return earlier + [entry for _, result in self.results for entry in result.history]
 
     @property
     def iterations(self):
         """Iterations completed so far, over all stages: the number of the next one."""
-        return sum(result.iterations for _, result in self.results)
+        earlier = self.resumed.completed if self.resumed is not None else 0
+        return earlier + sum(result.iterations for _, result in self.results)
 
     @property
     def last(self):
         return self.results[-1][1]
 
+    @property
+    def last_image(self):
+        """The latest stage's result (this process's, or the checkpoint's)."""
+        return self.results[-1][1].image if self.results else self.resumed.image
+
     def stopped(self):
         """Whether the last stage was interrupted or diverged (the run stops there)."""
         return self.last.interrupted or self.last.diverged
 
+    def stage_starts(self, current=None):
+        """[(stage index, number of its first iteration)] of the stages begun, and of
+        current = (stage, its history so far) if given."""
+        starts = [tuple(start) for start in self.resumed.stage_starts] if self.resumed else []
+        ongoing = [current] if current is not None else []
+        for stage, history in [(s, r.history) for s, r in self.results] + ongoing:
+            if history and stage.index not in {index for index, _ in starts}:
+                starts.append((stage.index, history[0][0]))
+        return starts
 
-def progress_bar(options, plan):
-    """One progress bar for the run's stages, weighted by each stage's pixels."""
+    # Checkpoints -------------------------------------------------------------------------
+
+    def checkpointer(self, stage):
+        """checkpoint(snapshot) for stage's optimisation: writes output-dir/checkpoint.npz."""
+        done_before = self.resumed.iteration if self.resumes(stage) else 0
+        completed_before = self.iterations
+
+        def save(snapshot):
+            self._save_checkpoint(stage, done_before + snapshot.iterations,
+                                  completed_before + snapshot.iterations, snapshot)
+        return save
+
+    def _save_checkpoint(self, stage, iteration, completed, snapshot):
+        """The checkpoint after iteration iterations of stage (completed in all): the history
+        of the stages recorded and snapshot's own (of a stage still running)."""
+        rows = np.array(self.history + list(snapshot.history),
+                        dtype=np.float64).reshape(-1, 4)  # (iterations, 4)
+        checkpoint.save_checkpoint(self.options.output_dir, checkpoint.Checkpoint(
+            stage.index, iteration, completed, np.asarray(snapshot.image, np.float32),
+            snapshot.adam, snapshot.average,
+            snapshot.rng_state or checkpoint.rng_state(self.seam_generator(stage)),
+            self.result_options,
+            rows, self.stage_starts((stage, snapshot.history))))
+
+
+def check_resumed(options, plan, resumed):
+    """A checkpoint that does not fit the run's stages (its image of another size, a stage
+    that the plan does not have): CheckpointError, before anything is written."""
+    where = '--resume %s' % options.resume
+    if resumed.stage >= len(plan):
+        raise CheckpointError('%s: the checkpoint is at stage %d, the run has %d stages'
+                              % (where, resumed.stage + 1, len(plan)))
+    stage = plan[resumed.stage]
+    if resumed.image.shape != (1, stage.height, stage.width, 3):
+        raise CheckpointError("%s: the checkpoint's image is %dx%d, its stage is %dx%d"
+                              % (where, resumed.image.shape[2], resumed.image.shape[1],
+                                 stage.width, stage.height))
+
+
+def parse_options(content_layer, style_layers, argv=None):
+    """The command line's options and the checkpoint they resume from (or None).
+
+    With --resume DIR the options not given are the checkpoint's (checkpoint.resumed_options
+    refuses one given anew that would change the result).
+    """
+    options = build_parser(content_layer, style_layers).parse_args(argv)
+    if options.resume is None:
+        return options, None
+    # The options given on this command line: parsed again without defaults.
+    given_parser = build_parser(content_layer, style_layers)
+    for action in given_parser._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(given_parser.parse_args(argv)))
+    resumed = checkpoint.load_checkpoint(options.resume)
+    options = checkpoint.resumed_options(resumed.options, options, given, options.resume)
+    return options, resumed
+
+
+def progress_bar(options, plan, record=None):
+    """One progress bar for the run's stages, weighted by each stage's pixels; a resumed run
+    counts only what is left."""
     from nst.optimize import Progress
-    return Progress([stage.iterations for stage in plan],
+    left = {stage.index for stage in record.stages_to_run()} if record else None
+    return Progress([(record.remaining(stage) if record else stage.iterations)
+                     if left is None or stage.index in left else 0 for stage in plan],
                     [stage.width * stage.height for stage in plan],
                     enabled=not options.no_progress)
+
+
+def first_tile(tiling):
+    """crop(image): the first tile of a (1, H, W, C) image (the whole image when it is one
+    tile), to build the one-tile graph on."""
+    return lambda image: tiles.crop(image, 0, 0, tiling.tile_size)
 
 
 def stage_path(options, stage):
@@ -430,9 +620,13 @@ def stage_path(options, stage):
     return os.path.join(options.output_dir, 'stage_%d.png' % stage.width)
 
 
-def start_stage(progress, stage):
-    """Name the stage on the progress bar (nothing for a single-stage run)."""
-    progress.start_stage(stage.index, stage.name if stage.count > 1 else None)
+def start_stage(progress, stage, tiling=None):
+    """Name the stage on the progress bar (nothing for a single-stage run), with its tiles."""
+    name = stage.name if stage.count > 1 else None
+    if tiling is not None and tiling.count > 1:
+        name = '%s%d tiles of %dx%d' % (name + ', ' if name else '', tiling.count,
+                                         tiling.tile_width, tiling.tile_height)
+    progress.start_stage(stage.index, name)
 
 
 def finish(options, record):
@@ -440,14 +634,18 @@ def finish(options, record):
     from nst.plots import save_plots
 
     inputs = record.inputs
+    if not record.results:
+        print('The run in %s is complete (%d iterations); nothing to resume'
+              % (options.output_dir, record.iterations))
+        return 0
     final_stage, result = record.results[-1]
     content, styles, _ = stage_images(options, inputs, final_stage)
     final_path = os.path.join(options.output_dir, 'generated_image.jpg')
     result_pixels = to_pixels(result.image)
     if options.preserve_colors:
         result_pixels = transfer_luminance(result_pixels, content)
-    stage_marks = [(result.history[0][0], stage.name) for stage, result in record.results
-                   if stage.count > 1 and result.history]
+    stage_marks = [(first, inputs.stages[index].name) for index, first in record.stage_starts()
+                   if inputs.stages[index].count > 1]
     save_plots(options.output_dir, record.history, content, styles, result_pixels, stage_marks)
     if result.diverged:
         if not record.history:

@@ -43,6 +43,10 @@ class DownloadError(NSTError):
         self.offline = offline
 
 
+class CheckpointError(NSTError):
+    """A checkpoint to resume from is missing, damaged or does not match the run (exit 2)."""
+
+
 class MatFormatError(ValueError):
     """A MAT-file this reader cannot read: not v5, truncated, damaged or unsupported (one line)."""
 

@@ -85,6 +85,33 @@ def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer=
                  + _MEMORY_WEIGHT_COPIES * kernels) + _MEMORY_RUNTIME)
 
 
+# Float32 full-size copies of the picture a tiled stage holds beside its one-tile graph: the
+# image, Adam's m and v, the gradient, Adam's temporaries (3), the previous image, a
+# checkpoint's copies of m and v, and the content as float64 (2); plus 2 per style (float64).
+_TILED_IMAGE_COPIES = 12
+
+
+def content_cells(height, width, content_layer, widths=VGG19_WIDTHS):
+    """Elements of the activations at content_layer ('conv4_2', 'avgpool3', ...) for one
+    height x width image."""
+    block = int(content_layer[len('avgpool'):] if content_layer.startswith('avgpool')
+                else content_layer[4])  # 'conv4_2' -> 4
+    factor = 2 ** (block if content_layer.startswith('avgpool') else block - 1)
+    return -(-height // factor) * -(-width // factor) * widths[block - 1]
+
+
+def estimate_tiled_memory(height, width, tile_height, tile_width, tiles, widths=VGG19_WIDTHS,
+                          styles=1, content_layer='conv4_2'):
+    """Estimate in bytes the peak memory of a height x width stage optimised in tiles of
+    tile_height x tile_width: a run on one tile (estimate_run_memory), the full-size picture
+    and Adam's state (_TILED_IMAGE_COPIES + 2 per style, float32) and the content targets of
+    the tiles (float32 activations at content_layer, one set per tile)."""
+    image = 3 * height * width
+    targets = tiles * content_cells(tile_height, tile_width, content_layer, widths)
+    return (estimate_run_memory(tile_height, tile_width, widths, styles)
+            + 4 * ((_TILED_IMAGE_COPIES + 2 * styles) * image + targets))
+
+
 def available_memory():
     """Bytes this process can still allocate: MemAvailable from /proc/meminfo, lowered to the
     room left under a cgroup (container) memory limit; os.sysconf where there is no /proc.

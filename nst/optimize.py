@@ -19,6 +19,9 @@ from nst.images import save_pixels, to_pixels
 from nst.runtime import import_tf
 
 STYLE_TRANSFER_COLLECTION = 'style_transfer'
+# tf.train.AdamOptimizer's defaults, which the course uses; the tiled loop's Adam (NumPy, at
+# full size) takes the same steps.
+ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 
 
 class FixedInputs:
@@ -76,13 +79,25 @@ class StyleTransfer(NamedTuple):
     J_style: object
     train_step: object    # the Adam update op
     stepped_input: object  # the input read after train_step: fetching it runs one step
-    gradient: object      # dJ/d(input), for L-BFGS
+    gradient: object      # dJ/d(input), for L-BFGS and tiles
     set_input: InputSetter
     initializer: list     # initialises the input and Adam's moments
     feeds: dict           # tensor -> array, fed to every run (the fixed inputs, folded)
+    fixed: list = []      # the FixedInputs' placeholders, in the order they were held
+    sources: dict = {}    # each fed tensor -> the placeholders (of fixed) it depends on
+    adam: object = None   # AdamVariables of train_step when prepare built it, else None
+    learning_rate: float = 2.0  # Adam's, for the tiled loop's steps
 
     def run(self, sess, fetches):
         return sess.run(fetches, self.feeds)
+
+
+class AdamVariables(NamedTuple):
+    """The variables of a tf.train.AdamOptimizer's state for the input (for checkpoints)."""
+    m: object
+    v: object
+    beta1_power: object  # ADAM_BETA1 ** steps taken
+    beta2_power: object
 
 
 def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None, fixed=None,
@@ -98,11 +113,14 @@ def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None,
     tf = import_tf()
     image = model['input']
     fast_ops.use_gram_gradients(image.graph)
+    adam = None
     if train_step is None:
-        optimizer = tf.train.AdamOptimizer(learning_rate)
+        optimizer = tf.train.AdamOptimizer(learning_rate, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON)
         # minimize() in two halves, so that L-BFGS can use the same gradient tensor.
         [(gradient, _)] = optimizer.compute_gradients(J, var_list=[image])
         train_step = optimizer.apply_gradients([(gradient, image)])
+        adam = AdamVariables(optimizer.get_slot(image, 'm'), optimizer.get_slot(image, 'v'),
+                             *optimizer._get_beta_accumulators())
     else:
         [gradient] = tf.gradients(J, [image])
     with tf.control_dependencies([train_step]):
@@ -111,41 +129,126 @@ def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None,
     # A list of the initializers, not tf.global_variables_initializer(): its group op would
     # mark input/Assign, which the session has already seen, and TF warns of such changes.
     initializer = [variable.initializer for variable in tf.global_variables()]
-    feeds = {}
+    feeds, sources = {}, {}
     if fixed is not None and fixed.values:
         sess = sess or tf.get_default_session()
-        feeds = fold_fixed(sess, fixed.values)
+        feeds, sources = fold_fixed(sess, fixed.values)
     nst = StyleTransfer(model, J, J_content, J_style, train_step, stepped_input, gradient,
-                        set_input, initializer, feeds)
+                        set_input, initializer, feeds,
+                        list(fixed.values) if fixed is not None else [], sources, adam,
+                        learning_rate)
     tf.add_to_collection(STYLE_TRANSFER_COLLECTION, nst)
     return nst
 
 
 def fold_fixed(sess, values):
     """Evaluate once the tensors that depend only on the placeholders in values (and on
-    constants) and are read by the rest of the graph; return them with their values, to feed.
+    constants) and are read by the rest of the graph; return them with their values, to feed,
+    and with the placeholders each depends on: ({tensor: array}, {tensor: frozenset}).
 
     Feeding a tensor prunes what computes it, so each step skips that work. An op is 'fixed'
     when all its inputs are fixed or constant and at least one is fixed; stateful ops, variables
     and other placeholders are never fixed. Ops are visited in creation order, which is a
     topological order.
     """
-    fixed, constant = set(), set()
-    placeholders = {tensor.op for tensor in values}
+    depends = {}  # fixed op -> the placeholders it depends on
+    constant = set()
+    placeholders = {tensor.op: tensor for tensor in values}
     for op in sess.graph.get_operations():
         if op in placeholders:
-            fixed.add(op)
+            depends[op] = frozenset([placeholders[op]])
             continue
         inputs = [t.op for t in op.inputs] + list(op.control_inputs)
         if op.op_def.is_stateful or not inputs:
             if op.type == 'Const':
                 constant.add(op)
             continue
-        if all(i in fixed or i in constant for i in inputs):
-            (fixed if any(i in fixed for i in inputs) else constant).add(op)
-    frontier = [t for op in fixed for t in op.outputs
-                if any(c not in fixed for c in t.consumers())]
-    return dict(zip(frontier, sess.run(frontier, values)))
+        if all(i in depends or i in constant for i in inputs):
+            if any(i in depends for i in inputs):
+                depends[op] = frozenset().union(*(depends.get(i, ()) for i in inputs))
+            else:
+                constant.add(op)
+    frontier = [t for op in depends for t in op.outputs
+                if any(c not in depends for c in t.consumers())]
+    return (dict(zip(frontier, sess.run(frontier, values))),
+            {t: depends[t.op] for t in frontier})
+
+
+class TiledTargets(NamedTuple):
+    """What a tiled stage feeds its one-tile graph: the fixed inputs of each tile."""
+    tiling: object        # nst.tiles.Tiling
+    style_feeds: dict     # fed tensor -> array: the style targets, the same for every tile
+    content_feeds: dict   # (top, left) -> {fed tensor: array}: each tile's content target
+    rng: object           # numpy Generator placing the seams at each step
+
+
+def tile_targets(sess, nst, tiling, content_image, style_images, content_layer, style_layers,
+                 rng):
+    """The fixed inputs of every tile of a stage, for nst built on a tile-size model by
+    art_generation.build_style_transfer (its fixed inputs held in that order: the content's
+    activations, then each style's at each style layer).
+
+    content_image, style_images[k]: (1, H, W, 3) mean-subtracted, the stage's full size.
+    A tile's content target is the content tile's activations at the same place. The style
+    targets are Gram matrices (the course's compute_layer_style_cost folds a_S into G_S): the
+    Gram matrix of a whole feature map is the sum of those of its parts, so each style image is
+    run tile by tile, each tile's Gram summed over the feature cells it owns
+    (tiles.owned_masks), and the sum scaled to a tile's cells: G_S / cells * tile cells, which
+    the course's normalisation by the tile's n_H n_W turns back into the whole image's.
+    """
+    from nst import tiles
+
+    layer_names = [name for name, _ in style_layers]
+    expected = 1 + len(style_images) * len(layer_names)
+    if len(nst.fixed) != expected:
+        raise ValueError('tiles: %d fixed inputs in the graph, expected %d (the content, then '
+                         'each style at each layer)' % (len(nst.fixed), expected))
+    model = nst.model
+    content_holder, style_holders = nst.fixed[0], nst.fixed[1:]
+
+    def folded(holder, value):
+        """The fed tensors that depend on holder alone, evaluated with holder = value."""
+        tensors = [t for t, sources in nst.sources.items() if holder in sources]
+        if any(len(nst.sources[t]) > 1 for t in tensors):
+            raise ValueError('tiles: a cost mixes two fixed inputs; tiles need each style '
+                             "layer's cost to read one style's activations")
+        return dict(zip(tensors, sess.run(tensors, {holder: value})))
+
+    content_feeds = {}
+    for place in tiling.tiles():
+        nst.set_input(sess, tiles.crop(content_image, *place, tiling.tile_size))
+        content_feeds[place] = folded(content_holder, sess.run(model[content_layer]))
+
+    style_feeds = {}
+    for k, style_image in enumerate(style_images):
+        holders = dict(zip(layer_names, style_holders[k * len(layer_names):]))
+        masks = {name: tiles.owned_masks(tiling, _layer_factor(model, name))
+                 for name in layer_names}
+        sums, cells = {}, dict.fromkeys(layer_names, 0.0)
+        for place in tiling.tiles():
+            nst.set_input(sess, tiles.crop(style_image, *place, tiling.tile_size))
+            activations = sess.run({name: model[name] for name in layer_names})
+            for name in layer_names:
+                mask = masks[name][place]  # (1, rows, cols, 1): the cells this tile owns
+                cells[name] += float(mask.sum())
+                for tensor, value in folded(holders[name], activations[name] * mask).items():
+                    sums[tensor] = sums.get(tensor, 0) + value.astype(np.float64)
+        for name in layer_names:
+            tile_cells = np.prod(model[name].get_shape().as_list()[1:3])
+            for tensor in [t for t in sums if holders[name] in nst.sources[t]]:
+                style_feeds[tensor] = (sums[tensor] * (tile_cells / cells[name])).astype(
+                    tensor.dtype.as_numpy_dtype)
+    return TiledTargets(tiling, style_feeds, content_feeds, rng)
+
+
+def _layer_factor(model, name):
+    """Pixels of the input per feature cell of model[name] along an axis (2^pools before it)."""
+    input_height = model['input'].get_shape().as_list()[1]
+    layer_height = model[name].get_shape().as_list()[1]
+    factor = 1
+    while -(-input_height // factor) > layer_height:
+        factor *= 2
+    return factor
 
 
 def _save_image(path, image):
@@ -197,9 +300,25 @@ class StopRequest:
             yield from items
 
 
+class LoopSnapshot(NamedTuple):
+    """The state of an optimisation after some iterations, for a checkpoint."""
+    iterations: int         # iterations completed in this optimise call
+    image: np.ndarray       # (1, H, W, 3) float32: the latest iterate (not the average)
+    adam: object            # nst.checkpoint.AdamState, or None for L-BFGS
+    average: object         # (sum, weight) of --average's moving average, or None
+    rng_state: object       # the tiles' seam generator's state, or None
+    history: list           # [(iteration, J, J_content, J_style), ...] of this call
+
+
+class Continuation(NamedTuple):
+    """What an optimisation continues from (a checkpoint): Adam's state and the average."""
+    adam: object = None     # nst.checkpoint.AdamState, or None: Adam starts afresh
+    average: object = None  # (sum, weight), or None
+
+
 def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output_dir=None,
              save_every=20, print_every=20, progress=True, save_image=None, stop=None,
-             first_iteration=0, average=0.0):
+             first_iteration=0, average=0.0, tiled=None, resume=None, checkpoint=None):
     """Minimise nst.J from input_image; print and save as the course does.
 
     Every print_every iterations prints the course's `Iteration i :` block; every save_every
@@ -209,31 +328,44 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
     a run. first_iteration: the number of the first iteration (later stages of a run go on
     counting). average: the decay of an exponential moving average of the iterates (0: off);
     the average is the image saved and returned.
+    tiled: TiledTargets: nst is built on one tile and every step visits every tile of the
+    full-size input_image (Adam only). resume: a Continuation to go on from. checkpoint:
+    called with a LoopSnapshot every save_every iterations and when Ctrl-C stops the run.
     Returns a RunResult. A non-finite cost stops the run and keeps the last finite image.
     """
     output_dir = output_dir or OUTPUT_DIR
     os.makedirs(output_dir, exist_ok=True)
     stop = stop or StopRequest()
+    resume = resume or Continuation()
+    if optimizer not in ('adam', 'lbfgs') or (tiled is not None and optimizer != 'adam'):
+        raise ValueError('optimizer must be adam%s, not %r'
+                         % ('' if tiled is not None else ' or lbfgs', optimizer))
     owns_bar = not isinstance(progress, Progress)
     if owns_bar:
         progress = Progress([num_iterations], enabled=progress)
         progress.start_stage(0)
     state = _LoopState(sess, nst, output_dir, save_every, print_every, save_image or _save_image,
                        num_iterations, progress, first_iteration, average)
+    state.checkpoint, state.tiled, state.optimizer = checkpoint, tiled, optimizer
+    if resume.average is not None:
+        state.average, state.average_weight = resume.average
     sess.run(nst.initializer)
-    nst.set_input(sess, input_image)
     state.last_image = np.asarray(input_image, dtype=np.float32)
+    if tiled is None:
+        nst.set_input(sess, input_image)
     with stop:
         try:
-            if optimizer == 'adam':
-                _run_adam(state, stop)
-            elif optimizer == 'lbfgs':
-                _run_lbfgs(state, stop)
+            if tiled is not None:
+                _run_tiled_adam(state, stop, resume.adam)
+            elif optimizer == 'adam':
+                _run_adam(state, stop, resume.adam)
             else:
-                raise ValueError('optimizer must be adam or lbfgs, not %r' % (optimizer,))
+                _run_lbfgs(state, stop)
         finally:
             if owns_bar:
                 progress.close()
+    if stop.requested and checkpoint is not None and not state.diverged:
+        checkpoint(state.snapshot())
     state.save(os.path.join(output_dir, 'generated_image.jpg'), state.result())
     return RunResult(state.result(), state.history, stop.requested, state.diverged,
                      state.completed)
@@ -257,6 +389,8 @@ class Progress:
         self.stage = 0
         self.done = 0  # iterations done in the current stage
         self.name = None
+        self.tiles = None     # (done, count) of a tiled step's tiles
+        self.step_work = 0.0  # work counted by the current step's tiles so far
 
     def start_stage(self, index, name=None):
         self.stage, self.done, self.name = index, 0, name
@@ -269,11 +403,21 @@ class Progress:
                                        '[{elapsed}<{remaining}{postfix}]')
         self.bar.set_description_str(self._description(), refresh=False)
 
+    def tile(self, done, count):
+        """Tile done of count of the current step is done: the bar moves by its share."""
+        self.tiles = done, count
+        share = self.work[self.stage] * done / count - self.step_work
+        self.step_work += share
+        self.bar.set_description_str(self._description(), refresh=False)
+        self.bar.update(share)
+
     def step(self, costs):
         self.done += 1
+        self.tiles = None
         self.bar.set_description_str(self._description(), refresh=False)
         self.bar.set_postfix_str('J=%.3g content=%.3g style=%.3g' % tuple(costs), refresh=False)
-        self.bar.update(self.work[self.stage])
+        self.bar.update(self.work[self.stage] - self.step_work)
+        self.step_work = 0.0
 
     def write(self, text):
         from tqdm.auto import tqdm
@@ -292,6 +436,8 @@ class Progress:
 
     def _description(self):
         counted = '%d/%d it' % (self.done, self.stages[self.stage])
+        if self.tiles is not None:
+            counted += ', tile %d/%d' % self.tiles
         return '%s, %s' % (self.name, counted) if self.name else counted
 
 
@@ -313,8 +459,24 @@ class _LoopState:
         self.decay = average
         self.average = None          # sum of decay^k-weighted iterates ...
         self.average_weight = 0.0    # ... and of the weights: the bias-corrected average
+        self.checkpoint = None       # called with a LoopSnapshot (see optimise)
+        self.tiled = None            # TiledTargets, or None
+        self.optimizer = 'adam'
+        self.adam = None             # () -> AdamState of the latest iterate (the Adam loops)
+        self.last_costs = None       # the tiled loop's costs of its latest step
+
+    def snapshot(self):
+        """A LoopSnapshot of the latest iterate."""
+        return LoopSnapshot(self.completed, self.last_image,
+                            self.adam() if self.adam is not None else None,
+                            None if self.average is None else (self.average,
+                                                               self.average_weight),
+                            self.tiled.rng.bit_generator.state if self.tiled else None,
+                            list(self.history))
 
     def costs(self):
+        if self.tiled is not None:  # a full pass over the tiles costs a step: the step's own
+            return self.last_costs
         return self.nst.run(self.sess, [self.nst.J, self.nst.J_content, self.nst.J_style])
 
     def result(self):
@@ -350,6 +512,8 @@ class _LoopState:
             sys.stdout.flush()  # visible at once when piped (block-buffered), as print in Jupyter
         if self.save_every and number % self.save_every == 0:
             self.save(os.path.join(self.output_dir, str(number) + '.png'), self.result())
+            if self.checkpoint is not None:
+                self.checkpoint(self.snapshot())
         return True
 
     def _keep_last_finite(self):
@@ -361,20 +525,87 @@ class _LoopState:
         """
         if self.last_image is None or self.previous_image is None:
             return
+        if self.tiled is not None:  # the image before the step is the one with finite costs
+            self.last_image = self.previous_image
+            self.completed -= 1
+            return
         self.nst.set_input(self.sess, self.last_image)
         if not all(math.isfinite(c) for c in self.costs()):
             self.last_image = self.previous_image
             self.completed -= 1
 
 
-def _run_adam(state, stop):
+def _run_adam(state, stop, resume_adam=None):
     nst, sess = state.nst, state.sess
+    adam = nst.adam
+    steps = 0
+    if resume_adam is not None:
+        # Adam's moments and its step count, as saved; the powers of beta1 and beta2 are those
+        # the next step uses (TF raises them after each step: beta ** (steps + 1)).
+        adam.m.load(resume_adam.m, sess)
+        adam.v.load(resume_adam.v, sess)
+        adam.beta1_power.load(ADAM_BETA1 ** (resume_adam.step + 1), sess)
+        adam.beta2_power.load(ADAM_BETA2 ** (resume_adam.step + 1), sess)
+        steps = resume_adam.step
+    if adam is not None:
+        from nst.checkpoint import AdamState
+        state.adam = lambda: AdamState(*sess.run([adam.m, adam.v]), steps + state.completed)
     # One session run per iteration: the step, the image after it, and the costs of the image
     # before it (free: the step computes them anyway).
     fetches = [nst.stepped_input, nst.J, nst.J_content, nst.J_style]
     for i in range(state.num_iterations):
         image, Jt, Jc, Js = nst.run(sess, fetches)
         if not state.after_iteration(i, image, (Jt, Jc, Js)) or stop.requested:
+            break
+
+
+def _run_tiled_adam(state, stop, resume_adam=None):
+    """Adam at full size over the tiles: each step runs the one-tile graph on every tile,
+    blends the tiles' gradients (tiles.blend_weights, seams at new places each step) into one
+    full-size gradient and takes Adam's step (tf.train.AdamOptimizer's, in NumPy).
+
+    A tile's costs are normalised by its own size, so its gradient is that of the whole
+    picture's times (picture pixels / tile pixels): it is scaled back by the tile's share.
+    The costs reported are the tiles', weighted by the pixels each one's blend covers.
+    """
+    from nst import tiles
+    from nst.checkpoint import AdamState
+
+    nst, sess, tiled = state.nst, state.sess, state.tiled
+    tiling = tiled.tiling
+    image = state.last_image.copy()             # (1, H, W, 3) float32, the full picture
+    if resume_adam is not None:
+        m, v, steps = resume_adam.m.copy(), resume_adam.v.copy(), resume_adam.step
+    else:
+        m, v, steps = np.zeros_like(image), np.zeros_like(image), 0
+    state.adam = lambda: AdamState(m.copy(), v.copy(), steps)
+    share = tiling.pixel_share()
+    fetches = [nst.J, nst.J_content, nst.J_style, nst.gradient]
+    for i in range(state.num_iterations):
+        weights = tiles.blend_weights(tiling, tiled.rng)
+        gradient = np.zeros_like(image)
+        costs = np.zeros(3)
+        for k, place in enumerate(tiling.tiles()):
+            weight = weights[place]  # (th, tw, 1)
+            nst.set_input(sess, tiles.crop(image, *place, tiling.tile_size))
+            feeds = dict(nst.feeds)
+            feeds.update(tiled.style_feeds)
+            feeds.update(tiled.content_feeds[place])
+            Jt, Jc, Js, tile_gradient = sess.run(fetches, feeds)
+            top, left = place
+            region = gradient[:, top:top + tiling.tile_height, left:left + tiling.tile_width]
+            region += tile_gradient * (weight * share)
+            costs += np.array([Jt, Jc, Js]) * (weight.sum() / (tiling.height * tiling.width))
+            state.progress.tile(k + 1, tiling.count)
+        # tf.train.AdamOptimizer's update (ApplyAdam), in place at full size.
+        steps += 1
+        rate = (nst.learning_rate * math.sqrt(1 - ADAM_BETA2 ** steps)
+                / (1 - ADAM_BETA1 ** steps))
+        m += (gradient - m) * (1 - ADAM_BETA1)
+        v += (np.square(gradient) - v) * (1 - ADAM_BETA2)
+        image = image - rate * m / (np.sqrt(v) + ADAM_EPSILON)
+        state.last_costs = tuple(costs)
+        if not state.after_iteration(i, image, state.last_costs) or stop.requested:
             break
 
 

@@ -41,7 +41,7 @@ import art_generation as ag
 from loopback import CUT, OTHER_SHA, PAYLOAD, SIZE
 from matconvnet import CONV_NAMES
 from nst import cli as nst_cli
-from nst import download, images, memory, optimize, runtime, vgg
+from nst import checkpoint, download, images, memory, optimize, runtime, vgg
 from nst import synthetic
 from pictures import (HEIGHT, MEANS, TEMP_NAME, WIDTH, block_means, parse_blocks, read_rgb,
                       smooth_picture)
@@ -1016,7 +1016,7 @@ def test_diverging_run_keeps_the_last_finite_image(capsys, tmp_path, pics, tiny_
     assert np.abs(saved['generated_image.jpg'].astype(int) - initial).max() <= 1
     assert np.abs(read_rgb(out_dir / 'generated_image.jpg').astype(int) - initial).mean() < 3
     assert set(os.listdir(out_dir)) <= {'0.png', 'generated_image.jpg', 'costs.png',
-                                        'summary.png'}
+                                        'summary.png', 'checkpoint.npz'}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1202,6 +1202,10 @@ def test_sigkill_mid_run_leaves_only_whole_images(tmp_path, tiny_vgg_file, pics,
     names = os.listdir(out_dir)
     visible = [name for name in names if not name.startswith('.')]
     hidden = [name for name in names if name.startswith('.')]
+    # The checkpoint, whole (replaced atomically like the images), and the images.
+    assert 'checkpoint.npz' in visible
+    checkpoint.load_checkpoint(str(out_dir))
+    visible.remove('checkpoint.npz')
     assert all(re.fullmatch(r'\d+\.png', name) for name in visible), visible
     numbers = sorted(int(name[:-4]) for name in visible)
     assert len(numbers) >= 8 and numbers == list(range(len(numbers)))
@@ -1212,7 +1216,7 @@ def test_sigkill_mid_run_leaves_only_whole_images(tmp_path, tiny_vgg_file, pics,
     assert len(hidden) <= 1, hidden
     for name in hidden:
         match = TEMP_NAME.fullmatch(name)
-        assert match and re.fullmatch(r'\d+\.png', match.group('name')), name
+        assert match and re.fullmatch(r'\d+\.png|checkpoint\.npz', match.group('name')), name
 
 
 @pytest.mark.parametrize('case, expected_code', [
@@ -1547,3 +1551,207 @@ def test_ctrl_c_while_the_second_stage_is_built(capsys, tmp_path, tiny_vgg_file,
     assert not (out_dir / 'stage_128.png').exists()
     image_size(out_dir / 'costs.png')
     assert signal.getsignal(signal.SIGINT) is before  # the run's handler is gone
+
+
+# ----------------------------------------------------------------------------------------------
+# Print size: --max-memory (tiles) and --resume (checkpoints)
+# ----------------------------------------------------------------------------------------------
+
+TILED = ('--start-width', '128', '--scale-factor', '2')  # stages 128x96, then 256x192
+
+
+def tiny_budget(height, width):
+    """A --max-memory just below what a height x width stage needs whole (tiny weights): it
+    runs in tiles."""
+    return '%dK' % (memory.estimate_run_memory(height, width, TINY) // 1024 - 1)
+
+
+@pytest.mark.parametrize('value, reason', [
+    ('0', 'needs a unit'), ('0G', 'above 0'), ('-1G', 'above 0'), ('6', 'needs a unit'),
+    ('6X', 'unknown unit'), ('lots', 'not a size')])
+def test_bad_max_memory_exits_2_with_one_line(capsys, tmp_path, pics, tiny_vgg_file, value,
+                                             reason):
+    line = usage_error(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out',
+                                         '--max-memory=' + value))
+    assert '--max-memory' in line and reason in line
+
+
+def test_max_memory_below_the_smallest_tile_is_refused(capsys, tmp_path, pics, tiny_vgg_file):
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out',
+                                              '--max-memory', '100M'))
+    assert code == 2
+    one_error_line(err, '--max-memory', 'even in tiles', '100.0 MiB')
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_lbfgs_is_refused_where_tiles_are_needed(capsys, tmp_path, pics, tiny_vgg_file):
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out', '--width',
+                                              256, '--optimizer', 'lbfgs', '--max-memory',
+                                              tiny_budget(192, 256)))
+    assert code == 2
+    one_error_line(err, '--optimizer lbfgs', 'tiles')
+
+
+@pytest.fixture
+def built_sizes(monkeypatch):
+    """The (height, width) of each model built by the run (a tiled stage's: one tile's)."""
+    sizes = []
+    real = ag.load_vgg_model
+
+    def spy(path, image_height=None, image_width=None, *args, **kwargs):
+        sizes.append((image_height, image_width))
+        return real(path, image_height, image_width, *args, **kwargs)
+    monkeypatch.setattr(ag, 'load_vgg_model', spy)
+    return sizes
+
+
+def test_a_stage_above_the_budget_runs_in_tiles(capsys, tmp_path, pics, tiny_vgg_file,
+                                                built_sizes):
+    out_dir = tmp_path / 'out'
+    argv = cli_argv(tiny_vgg_file, pics, out_dir, TILED + (
+        '--max-memory', tiny_budget(192, 256), '--print-every', '1'), width=256, iterations=6)
+    code, out, err = run_main(capsys, argv)
+    assert code == 0, err
+    assert built_sizes[0] == (96, 128)  # stage 1 fits whole
+    tile_height, tile_width = built_sizes[1]
+    assert tile_height * tile_width < 192 * 256 and tile_height <= 192 and tile_width <= 256
+    assert image_size(out_dir / 'generated_image.jpg') == (256, 192)
+    assert [b[0] for b in parse_blocks(out)] == list(range(9))  # 6 + 3 iterations
+
+
+def final_checkpoint_image(folder):
+    with np.load(folder / 'checkpoint.npz') as saved:
+        return saved['image']
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tiny_vgg_file, pics, tmp_path_factory):
+    """A two-stage run whose second stage is tiled, seed 1, 8 + 4 iterations, uninterrupted:
+    (argv without --output-dir, its final image)."""
+    out_dir = tmp_path_factory.mktemp('whole') / 'out'
+    options = TILED + ('--max-memory', tiny_budget(192, 256), '--save-every', '2',
+                       '--print-every', '0')
+    argv = cli_argv(tiny_vgg_file, pics, out_dir, options, width=256, iterations=8, seed=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(download, 'download_vgg_model', refuse_download)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert ag.main(argv) == 0
+    return argv, final_checkpoint_image(out_dir)
+
+
+def with_output_dir(argv, folder):
+    argv = list(argv)
+    argv[argv.index('--output-dir') + 1] = str(folder)
+    return argv
+
+
+@pytest.mark.parametrize('at', ['4.png', '10.png'])  # in stage 1; in the tiled stage 2
+def test_resume_after_ctrl_c_ends_as_the_uninterrupted_run(capsys, tmp_path, uninterrupted,
+                                                           monkeypatch, at):
+    argv, expected = uninterrupted
+    real = images.save_pixels
+
+    def ctrl_c_after(path, pixels):
+        real(path, pixels)
+        if os.path.basename(path) == at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(images, 'save_pixels', ctrl_c_after)
+    out_dir = tmp_path / 'out'
+    code, _, err = run_main(capsys, with_output_dir(argv, out_dir))
+    assert code == 130, err
+    monkeypatch.setattr(images, 'save_pixels', real)
+    code, out, err = run_main(capsys, ['--resume', out_dir, '--no-progress'])
+    assert code == 0, err
+    assert image_size(out_dir / 'generated_image.jpg') == (256, 192)
+    resumed = final_checkpoint_image(out_dir)
+    assert np.abs(resumed - expected).max() <= 1e-3 * 255
+    # Resuming a run that is complete does nothing and says so.
+    code, out, err = run_main(capsys, ['--resume', out_dir])
+    assert code == 0 and 'complete' in out
+
+
+def test_resume_after_sigkill_ends_as_the_uninterrupted_run(capsys, tmp_path, uninterrupted,
+                                                            child_env):
+    """SIGKILL at a random moment after the first checkpoints: --resume finishes the run."""
+    argv, expected = uninterrupted
+    out_dir = tmp_path / 'out'
+    process = subprocess.Popen([sys.executable, SCRIPT] + with_output_dir(argv, out_dir),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               cwd=tmp_path, env=child_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not (out_dir / '4.png').exists():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(np.random.default_rng().uniform(0, 0.3))
+        process.kill()
+    finally:
+        process.wait()
+        process.stderr.close()
+    code, _, err = run_main(capsys, ['--resume', out_dir, '--no-progress'])
+    assert code == 0, err
+    assert np.abs(final_checkpoint_image(out_dir) - expected).max() <= 1e-3 * 255
+
+
+@pytest.fixture
+def stopped_run(capsys, tmp_path, tiny_vgg_file, pics, monkeypatch):
+    """A run stopped by Ctrl-C after iteration 2, its checkpoint in the folder returned."""
+    real = images.save_pixels
+
+    def ctrl_c_after(path, pixels):
+        real(path, pixels)
+        if os.path.basename(path) == '2.png':
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(images, 'save_pixels', ctrl_c_after)
+    out_dir = tmp_path / 'stopped'
+    content = tmp_path / 'content.png'  # a copy, which a test may change
+    content.write_bytes(Path(pics.content).read_bytes())
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, out_dir, '--iterations', 20,
+                                              '--save-every', 1, '--content', content))
+    monkeypatch.setattr(images, 'save_pixels', real)
+    assert code == 130, err
+    return out_dir
+
+
+def folder_state(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize('damage', ['missing folder', 'no checkpoint', 'truncated', 'garbage',
+                                    'other width', 'other content', 'content changed',
+                                    'other image size'])
+def test_bad_checkpoints_exit_2_with_one_line_and_overwrite_nothing(capsys, stopped_run, pics,
+                                                                    tmp_path, damage):
+    folder, extra = stopped_run, []
+    path = folder / 'checkpoint.npz'
+    if damage == 'missing folder':
+        folder = tmp_path / 'nowhere'
+    elif damage == 'no checkpoint':
+        path.unlink()
+    elif damage == 'truncated':
+        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    elif damage == 'garbage':
+        path.write_bytes(os.urandom(4096))
+    elif damage == 'other width':
+        extra = ['--width', str(WIDTH * 2)]
+    elif damage == 'other content':
+        extra = ['--content', pics.style]
+    elif damage == 'content changed':
+        Image.open(pics.content).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+            tmp_path / 'content.png')
+    elif damage == 'other image size':  # a checkpoint image that is not its stage's size
+        saved = dict(np.load(path))
+        saved['image'] = saved['image'][:, :-1]
+        for key in ('m', 'v', 'adam_m', 'adam_v'):
+            if key in saved:
+                saved[key] = saved[key][:, :-1]
+        np.savez(path, **saved)
+    before = folder_state(folder) if folder.exists() else None
+    code, out, err = run_main(capsys, ['--resume', folder] + extra)
+    assert code == 2, err
+    one_error_line(err, '--resume', str(folder))
+    if before is not None:
+        assert folder_state(folder) == before

@@ -208,3 +208,95 @@ def test_sigint_stops_after_the_current_iteration(tiny_weights, tmp_path, optimi
     np.testing.assert_array_equal(read_rgb(tmp_path / '2.png'), expected)
     final = read_rgb(tmp_path / 'generated_image.jpg')
     assert np.abs(block_means(final) - block_means(expected)).mean() < 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiles (nst.tiles, optimize.tile_targets and the tiled Adam loop)
+# ----------------------------------------------------------------------------------------------
+
+def tiled_transfer(sess, weights, content, styles, tiling, style_layers=ag.STYLE_LAYERS,
+                   seed=0):
+    """The one-tile graph of tiling built as art_generation.run_stage builds it, and its
+    TiledTargets."""
+    from nst import tiles
+    model = vgg.build_vgg_graph(weights, *tiling.tile_size, sess=sess)
+    crop = lambda image: tiles.crop(image, 0, 0, tiling.tile_size)  # noqa: E731
+    nst = ag.build_style_transfer(sess, model, crop(content), [crop(s) for s in styles],
+                                  style_layers=style_layers)
+    targets = optimize.tile_targets(sess, nst, tiling, content, styles, ag.CONTENT_LAYER,
+                                    style_layers, np.random.default_rng(seed))
+    return nst, targets
+
+
+def test_a_single_tile_steps_as_the_untiled_run(tiny_weights, tmp_path):
+    """One tile covering the image: the tiled loop (NumPy Adam at full size over blended tile
+    gradients) takes the same steps as TensorFlow's Adam on the whole image."""
+    from nst import tiles
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    np.random.seed(3)
+    start = nst_utils.generate_noise_image(content).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        whole = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'a'),
+                                  progress=False, print_every=0)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst, targets = tiled_transfer(sess, tiny_weights, content, [style],
+                                      tiles.single_tile(HEIGHT, WIDTH))
+        tiled = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'b'),
+                                  progress=False, print_every=0, tiled=targets)
+    np.testing.assert_allclose([h[1:] for h in tiled.history], [h[1:] for h in whole.history],
+                               rtol=1e-5)
+    # Within float32 rounding of 5 steps of learning rate 2 (pixels span about 255).
+    np.testing.assert_allclose(tiled.image, whole.image, atol=1e-3)
+    assert np.abs(tiled.image - start).max() > 5  # the steps did move the image
+
+
+def test_tiled_style_targets_are_the_whole_images_gram_matrices(tiny_weights):
+    """At conv1_1 and conv2_1 the cells a tile owns lie far enough inside it that their
+    activations are the whole image's: the Gram matrices summed over the tiles, scaled to a
+    tile, are the whole style image's (computed in float64 NumPy from its activations)."""
+    from nst import tiles
+    height, width = 160, 200
+    tiling = tiles.Tiling(height, width, 112, 132, (0, 48), (0, 68))
+    layers = [('conv1_1', 0.5), ('conv2_1', 0.5)]
+    content = normalised(smooth_picture(width, height))
+    style = normalised(checker_picture(width, height))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = vgg.build_vgg_graph(tiny_weights, height, width, sess=sess)
+        sess.run(model['input'].assign(style.astype(np.float32)))
+        whole = sess.run({name: model[name] for name, _ in layers})
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst, targets = tiled_transfer(sess, tiny_weights, content, [style], tiling, layers)
+        grams = list(targets.style_feeds.values())
+        tile_cells = [np.prod(nst.model[name].get_shape().as_list()[1:3]) for name, _ in layers]
+    assert len(grams) == 2
+    for (name, _), gram, cells in zip(layers, grams, tile_cells):
+        features = whole[name].astype(np.float64).reshape(-1, whole[name].shape[-1])
+        expected = features.T @ features * cells / features.shape[0]
+        np.testing.assert_allclose(gram, expected, rtol=2e-4, atol=1e-3 * np.abs(expected).max())
+
+
+def test_tiled_run_lowers_the_cost_without_seams(tiny_weights, tmp_path):
+    """Four tiles: the full-size cost of the result (evaluated on an untiled graph) falls, and
+    the tile borders do not show."""
+    from nst import tiles
+    height, width = 160, 200
+    tiling = tiles.Tiling(height, width, 112, 132, (0, 48), (0, 68))
+    content = normalised(smooth_picture(width, height))
+    style = normalised(striped_picture(width, height))
+    np.random.seed(4)
+    start = nst_utils.generate_noise_image(content).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst, targets = tiled_transfer(sess, tiny_weights, content, [style], tiling)
+        result = optimize.optimise(sess, nst, start, 30, output_dir=str(tmp_path),
+                                   progress=False, print_every=0, tiled=targets)
+    assert result.iterations == 30
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        costs = []
+        for image in (start, result.image):
+            nst.set_input(sess, image)
+            costs.append(nst.run(sess, nst.J))
+    assert costs[1] < 0.5 * costs[0]
+    assert tiles.border_contrast(result.image, tiling) < 1.1
