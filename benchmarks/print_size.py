@@ -6,10 +6,11 @@ image centre-cropped to 16:9 and its style image, with a full-width VGG-19 of ra
 (benchmark_problem.py: the real file's shapes, so the same cost). Each run is one stage at full
 size (--start-width = --width), from the same noise (--seed 1).
 
-1. 1920x1080, untiled against tiled under --max-memory 2G (--no-tune on both, so both run the
-   same built-in fast paths): the time of a full-size iteration, from the difference between a
-   run of 1 and of N + 1 iterations (the set-up cancels); the full-size cost J of both results
-   (the checkpoints' float images, after the same iterations, evaluated in one untiled graph);
+1. 1920x1080, untiled against tiled under --max-memory 2G, each run in this process for N
+   iterations (art_generation.run_stage, as the command line runs a stage): the time of a
+   full-size iteration (the median after the first; the loop alone, set-up excluded); the peak
+   memory of a separate 1-iteration run of each; the full-size cost J of both results
+   (their float images, after the same iterations, evaluated in one untiled graph);
    and the seam statistic (nst.tiles.border_contrast) of the tiled result over its tile edges.
 2. 3840x2160 under --max-memory 6G: one full-size iteration, peak memory.
 3. 7680x4320 with the default budget (the memory available): one full-size iteration, peak memory.
@@ -32,7 +33,7 @@ import numpy as np
 
 import benchmark_problem as problem
 from benchmark_problem import art_generation, cli, config, runtime, vgg
-from nst import checkpoint, memory, stages, tiles
+from nst import checkpoint, memory, stages, tiles, tuning
 from nst.images import fit_image, read_image, resize_image, save_pixels
 
 GB = 1e9
@@ -93,43 +94,61 @@ def full_size_costs(weights_path, content_path, images):
     content = read_image(content_path)
     height, width = content.shape[:2]
     style = fit_image(read_image(config.STYLE_IMAGE), width, height)
+    vgg_weights = problem.read_weights(weights_path)
+    # The fast paths the runs had (cached): untuned, some of oneDNN's AVX2 kernels take
+    # minutes for one forward pass at this size.
+    paths = tuning.choose_paths(vgg_weights, height, width)
     with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
-        model = vgg.build_vgg_graph(problem.read_weights(weights_path), height, width,
-                                    sess=sess)
+        model = vgg.build_vgg_graph(vgg_weights, height, width, sess=sess, paths=paths)
         nst = art_generation.build_style_transfer(sess, model, content[None] - config.MEANS,
                                                   [style[None] - config.MEANS])
         return [problem.evaluate_costs(sess, nst, image)[0] for image in images]
 
 
+def timed_in_process(arguments, iterations):
+    """Run the command line's single stage in this process for `iterations` iterations, timing
+    each (benchmark_problem.IterationRecorder: the loop alone). Returns (the median time of an
+    iteration after the first, the final image, the stage's tiling)."""
+    options, _ = cli.parse_options(art_generation.CONTENT_LAYER, art_generation.STYLE_LAYERS,
+                                   [str(a) for a in arguments])
+    inputs = cli.prepare_inputs(options)
+    record = cli.RunRecord(inputs, options)
+    recorder = problem.IterationRecorder(iterations)
+    with cli.progress_bar(options, inputs.stages, record) as progress:
+        result = art_generation.run_stage(options, inputs, inputs.stages[-1], record, progress,
+                                          recorder)
+    recorder.finish(result)
+    times = [0.0] + [seconds for seconds, _ in recorder.records]
+    return float(np.median(np.diff(times)[1:])), result.image, inputs.tilings[-1]
+
+
 def tiled_against_untiled(weights_path, work, iterations):
-    print('\n1. 1920x1080: untiled against tiled under --max-memory 2G (%d iterations, '
-          '--no-tune)' % iterations, flush=True)
+    print('\n1. 1920x1080: untiled against tiled under --max-memory 2G (%d iterations from '
+          'the same start)' % iterations, flush=True)
     content = content_16x9(work, 1920)
-    rows = []
+    runs = {}
     for name, extra in (('untiled', []), ('tiled 2G', ['--max-memory', '2G'])):
-        runs = {}
-        for n in (1, iterations + 1):
-            folder = os.path.join(work, '%s-%d' % (name.split()[0], n))
-            arguments = common(weights_path, content, 1920, folder, '--iterations', n,
-                               '--save-every', 0, '--no-tune', *extra)
-            runs[n] = run_cli(arguments) + (folder, arguments)
-            print('  %s, %d iterations: %.0f s, peak %.2f GB'
-                  % (name, n, runs[n][0], runs[n][1] / GB), flush=True)
-        per_iteration = (runs[iterations + 1][0] - runs[1][0]) / iterations
-        rows.append((name, per_iteration, runs[iterations + 1]))
-    (_, untiled_s, untiled), (_, tiled_s, tiled) = rows
-    tiling = the_tiling(tiled[3])
-    J_untiled, J_tiled = full_size_costs(weights_path, content,
-                                         [final_image(untiled[2]), final_image(tiled[2])])
-    seams = tiles.border_contrast(final_image(tiled[2]), tiling)
+        folder = os.path.join(work, name.split()[0])
+        arguments = common(weights_path, content, 1920, folder, '--iterations', iterations,
+                           '--save-every', 0, *extra)
+        seconds, image, tiling = timed_in_process(arguments, iterations)
+        # Peak memory: a run of its own (one iteration; the tuning is cached by now).
+        _, rss = run_cli(common(weights_path, content, 1920, folder, '--iterations', 1,
+                                '--save-every', 0, *extra))
+        runs[name] = seconds, image, tiling, rss
+        print('  %s: %.1f s an iteration (median of %d), peak memory %.2f GB (1 iteration)'
+              % (name, seconds, iterations - 1, rss / GB), flush=True)
+    untiled_s, untiled_image, _, untiled_rss = runs['untiled']
+    tiled_s, tiled_image, tiling, tiled_rss = runs['tiled 2G']
+    J_untiled, J_tiled = full_size_costs(weights_path, content, [untiled_image, tiled_image])
+    seams = tiles.border_contrast(tiled_image, tiling)
     print('  tiles: %d of %dx%d' % (tiling.count, tiling.tile_width, tiling.tile_height))
-    print('  time of a full-size iteration: untiled %.1f s, tiled %.1f s: ratio %.2f '
+    print('  time of a full-size iteration: untiled %.2f s, tiled %.2f s: ratio %.3f '
           '(target <= 1.15)' % (untiled_s, tiled_s, tiled_s / untiled_s))
     print('  peak memory: untiled %.2f GB, tiled %.2f GB (budget 2 GiB = %.2f GB)'
-          % (untiled[1] / GB, tiled[1] / GB, 2 * 2 ** 30 / GB))
-    print('  full-size J after %d iterations: untiled %.4g, tiled %.4g: %+.1f %% (target '
-          'within 5 %%)' % (iterations + 1, J_untiled, J_tiled,
-                            100 * (J_tiled / J_untiled - 1)))
+          % (untiled_rss / GB, tiled_rss / GB, 2 * 2 ** 30 / GB))
+    print('  full-size J after %d iterations: untiled %.4g, tiled %.4g: %+.2f %% (target '
+          'within 5 %%)' % (iterations, J_untiled, J_tiled, 100 * (J_tiled / J_untiled - 1)))
     print('  seams: border contrast %.3f (target <= 1.1)' % seams, flush=True)
 
 
@@ -173,13 +192,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--only', type=int, nargs='+', choices=(1, 2, 3, 4),
                         default=(1, 2, 3, 4))
-    parser.add_argument('--iterations', type=int, default=3,
-                        help='iterations timed at 1920x1080 (after the first)')
+    parser.add_argument('--iterations', type=int, default=6,
+                        help='iterations of each 1920x1080 run (the first is not timed)')
     parser.add_argument('--cache', default=problem.DEFAULT_CACHE, metavar='DIR')
     args = parser.parse_args()
     weights_path = problem.weights_file(args.cache, with_fc=False)
-    print('Machine: %s; %d CPUs; %s' % (runtime.cpu_model(), os.cpu_count(),
-                                        ' '.join(runtime.cpu_flags())), flush=True)
+    flags = [flag for flag in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
+             if flag in runtime.cpu_flags()]
+    print('Machine: %s; %d CPUs; %s' % (runtime.cpu_model(), os.cpu_count(), ' '.join(flags)),
+          flush=True)
     with tempfile.TemporaryDirectory() as work:
         os.environ['NST_CACHE_DIR'] = os.path.join(work, 'tuning-cache')
         if 1 in args.only:

@@ -540,12 +540,12 @@ def _run_adam(state, stop, resume_adam=None):
     adam = nst.adam
     steps = 0
     if resume_adam is not None:
-        # Adam's moments and its step count, as saved; the powers of beta1 and beta2 are those
-        # the next step uses (TF raises them after each step: beta ** (steps + 1)).
+        # Adam's moments and its step count, as saved, and the powers of beta1 and beta2 the
+        # next step uses, as TF has them after that many steps.
         adam.m.load(resume_adam.m, sess)
         adam.v.load(resume_adam.v, sess)
-        adam.beta1_power.load(ADAM_BETA1 ** (resume_adam.step + 1), sess)
-        adam.beta2_power.load(ADAM_BETA2 ** (resume_adam.step + 1), sess)
+        adam.beta1_power.load(_float32_power(ADAM_BETA1, resume_adam.step + 1), sess)
+        adam.beta2_power.load(_float32_power(ADAM_BETA2, resume_adam.step + 1), sess)
         steps = resume_adam.step
     if adam is not None:
         from nst.checkpoint import AdamState
@@ -557,6 +557,16 @@ def _run_adam(state, stop, resume_adam=None):
         image, Jt, Jc, Js = nst.run(sess, fetches)
         if not state.after_iteration(i, image, (Jt, Jc, Js)) or stop.requested:
             break
+
+
+def _float32_power(base, exponent):
+    """base ** exponent as tf.train.AdamOptimizer reaches it: a float32 variable starting at
+    base and multiplied by base in float32 after each step (base ** n in float64 differs in
+    the last bits, and an Adam step amplifies that where the gradient is small)."""
+    power = np.float32(base)
+    for _ in range(exponent - 1):
+        power = np.float32(power * np.float32(base))
+    return power
 
 
 def _run_tiled_adam(state, stop, resume_adam=None):
@@ -578,7 +588,8 @@ def _run_tiled_adam(state, stop, resume_adam=None):
         m, v, steps = resume_adam.m.copy(), resume_adam.v.copy(), resume_adam.step
     else:
         m, v, steps = np.zeros_like(image), np.zeros_like(image), 0
-    state.adam = lambda: AdamState(m.copy(), v.copy(), steps)
+    state.adam = lambda: AdamState(m, v, steps)  # saved at once, before the next step
+    work = np.empty_like(image)  # Adam's temporaries, in place: full-size arrays are large
     share = tiling.pixel_share()
     fetches = [nst.J, nst.J_content, nst.J_style, nst.gradient]
     for i in range(state.num_iterations):
@@ -602,8 +613,13 @@ def _run_tiled_adam(state, stop, resume_adam=None):
         rate = (nst.learning_rate * math.sqrt(1 - ADAM_BETA2 ** steps)
                 / (1 - ADAM_BETA1 ** steps))
         m += (gradient - m) * (1 - ADAM_BETA1)
-        v += (np.square(gradient) - v) * (1 - ADAM_BETA2)
-        image = image - rate * m / (np.sqrt(v) + ADAM_EPSILON)
+        np.square(gradient, out=work)
+        v += (work - v) * (1 - ADAM_BETA2)
+        np.sqrt(v, out=work)
+        work += ADAM_EPSILON
+        np.divide(m, work, out=work)
+        work *= rate
+        image = image - work  # a new array: the loop state keeps the last one
         state.last_costs = tuple(costs)
         if not state.after_iteration(i, image, state.last_costs) or stop.requested:
             break

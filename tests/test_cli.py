@@ -954,17 +954,24 @@ def saved(monkeypatch):
     return calls
 
 
+def ctrl_c_after_saving(monkeypatch, name):
+    """Make the run press Ctrl-C (SIGINT) right after it writes the image called name (e.g.
+    '2.png'). Returns the real images.save_pixels, to put back."""
+    real = images.save_pixels
+
+    def save_then_ctrl_c(path, pixels):
+        real(path, pixels)
+        if os.path.basename(path) == name:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(images, 'save_pixels', save_then_ctrl_c)
+    return real
+
+
 def test_ctrl_c_keeps_the_latest_image(capsys, tmp_path, pics, tiny_vgg_file, saved, monkeypatch):
     """SIGINT while iteration 2 is being saved: the run stops after it, and generated_image.jpg
     holds exactly the pixels of the latest saved iteration."""
-    real = images.save_pixels
-
-    def interrupt_at_2(path, pixels):
-        real(path, pixels)
-        if os.path.basename(path) == '2.png':
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(images, 'save_pixels', interrupt_at_2)
+    ctrl_c_after_saving(monkeypatch, '2.png')
     out_dir = tmp_path / 'out'
     code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, out_dir, '--iterations', 1000,
                                               '--save-every', 1))
@@ -1649,14 +1656,7 @@ def with_output_dir(argv, folder):
 def test_resume_after_ctrl_c_ends_as_the_uninterrupted_run(capsys, tmp_path, uninterrupted,
                                                            monkeypatch, at):
     argv, expected = uninterrupted
-    real = images.save_pixels
-
-    def ctrl_c_after(path, pixels):
-        real(path, pixels)
-        if os.path.basename(path) == at:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(images, 'save_pixels', ctrl_c_after)
+    real = ctrl_c_after_saving(monkeypatch, at)
     out_dir = tmp_path / 'out'
     code, _, err = run_main(capsys, with_output_dir(argv, out_dir))
     assert code == 130, err
@@ -1698,14 +1698,7 @@ def test_resume_after_sigkill_ends_as_the_uninterrupted_run(capsys, tmp_path, un
 @pytest.fixture
 def stopped_run(capsys, tmp_path, tiny_vgg_file, pics, monkeypatch):
     """A run stopped by Ctrl-C after iteration 2, its checkpoint in the folder returned."""
-    real = images.save_pixels
-
-    def ctrl_c_after(path, pixels):
-        real(path, pixels)
-        if os.path.basename(path) == '2.png':
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(images, 'save_pixels', ctrl_c_after)
+    real = ctrl_c_after_saving(monkeypatch, '2.png')
     out_dir = tmp_path / 'stopped'
     content = tmp_path / 'content.png'  # a copy, which a test may change
     content.write_bytes(Path(pics.content).read_bytes())

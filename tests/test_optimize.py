@@ -300,3 +300,29 @@ def test_tiled_run_lowers_the_cost_without_seams(tiny_weights, tmp_path):
             costs.append(nst.run(sess, nst.J))
     assert costs[1] < 0.5 * costs[0]
     assert tiles.border_contrast(result.image, tiling) < 1.1
+
+
+def test_resumed_adam_takes_the_same_steps(tiny_weights, tmp_path):
+    """5 steps, then a fresh session resumed from the state after 2 (the image, Adam's moments
+    and step count, as a checkpoint holds them) for 3 more: the same images, bit for bit (TF's
+    float32 powers of beta1 and beta2 reproduced exactly)."""
+    from nst.checkpoint import AdamState
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    np.random.seed(5)
+    start = nst_utils.generate_noise_image(content).astype(np.float32)
+    snapshots = []
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        whole = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'a'),
+                                  progress=False, print_every=0, save_every=2,
+                                  checkpoint=snapshots.append)
+    at_2 = snapshots[1]  # after iteration 2: 3 iterations done
+    assert at_2.iterations == 3 and at_2.adam.step == 3
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        resumed = optimize.optimise(
+            sess, nst, at_2.image, 2, output_dir=str(tmp_path / 'b'), progress=False,
+            print_every=0, save_every=0,
+            resume=optimize.Continuation(AdamState(*at_2.adam)))
+    np.testing.assert_array_equal(resumed.image, whole.image)

@@ -56,7 +56,8 @@ def test_module_imports_downward_only_and_never_the_course_files(name):
 
 
 def test_importing_the_course_files_imports_nothing_heavy():
-    code = ('import sys, nst_utils, art_generation, nst.cli, nst.tuning, nst.optimize; '
+    code = ('import sys, nst_utils, art_generation, nst.cli, nst.tuning, nst.optimize, '
+            'nst.checkpoint, nst.tiles; '
             'print(sorted(m for m in ("tensorflow", "scipy", "matplotlib", "PIL", "torch") '
             'if m in sys.modules))')
     output = subprocess.run([sys.executable, '-c', code], cwd=PROJECT_DIR, capture_output=True,
