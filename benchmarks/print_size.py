@@ -1,15 +1,15 @@
 """Print size under a memory budget, and resuming (issue 12): each target measured and printed.
 
 Every run is the command line itself (`art_generation.py` in a child process, as a user runs
-it; peak memory is the child's ru_maxrss, what `/usr/bin/time -v` reports) on the repo's content
+it; peak memory as `/usr/bin/time -v` reports it) on the repo's content
 image centre-cropped to 16:9 and its style image, with a full-width VGG-19 of random weights
 (benchmark_problem.py: the real file's shapes, so the same cost). Each run is one stage at full
 size (--start-width = --width), from the same noise (--seed 1).
 
-1. 1920x1080, untiled against tiled under --max-memory 2G, each run in this process for N
+1. 1920x1080, untiled against tiled under --max-memory 2G, each run in a fresh process for N
    iterations (art_generation.run_stage, as the command line runs a stage): the time of a
-   full-size iteration (the median after the first; the loop alone, set-up excluded); the peak
-   memory of a separate 1-iteration run of each; the full-size cost J of both results
+   full-size iteration (the median after the first; the loop alone, set-up excluded) and the
+   process's peak memory; the full-size cost J of both results
    (their float images, after the same iterations, evaluated in one untiled graph);
    and the seam statistic (nst.tiles.border_contrast) of the tiled result over its tile edges.
 2. 3840x2160 under --max-memory 6G: one full-size iteration, peak memory.
@@ -22,7 +22,9 @@ size (--start-width = --width), from the same noise (--seed 1).
 """
 
 import argparse
+import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -39,22 +41,34 @@ from nst.images import fit_image, read_image, resize_image, save_pixels
 GB = 1e9
 
 
+GNU_TIME = '/usr/bin/time'
+
+
 def run_cli(arguments, kill_when=None):
     """Run art_generation.py with arguments; return (seconds, peak RSS bytes). kill_when: a
-    path whose appearance SIGKILLs the run (then the exit status is not checked)."""
+    path whose appearance SIGKILLs the run (then the exit status is not checked).
+
+    The peak is GNU time's (as `/usr/bin/time -v` reports it), where it is installed: a child's
+    own ru_maxrss also counts the memory of this process at the moment it forked.
+    """
     command = [sys.executable, os.path.join(problem.PROJECT_DIR, 'art_generation.py')]
-    start = time.perf_counter()
-    child = subprocess.Popen(command + arguments, cwd=problem.PROJECT_DIR,
-                             stdout=subprocess.DEVNULL)
-    if kill_when is not None:
-        while not os.path.exists(kill_when) and child.poll() is None:
-            time.sleep(0.01)
-        child.send_signal(signal.SIGKILL)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if kill_when is None and os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit('art_generation.py %s failed' % ' '.join(arguments))
-    return seconds, usage.ru_maxrss * 1024
+    command += [str(a) for a in arguments]
+    with tempfile.NamedTemporaryFile('r') as report:
+        measured = os.path.exists(GNU_TIME) and kill_when is None
+        if measured:
+            command = [GNU_TIME, '-f', '%M', '-o', report.name] + command
+        start = time.perf_counter()
+        child = subprocess.Popen(command, cwd=problem.PROJECT_DIR, stdout=subprocess.DEVNULL)
+        if kill_when is not None:
+            while not os.path.exists(kill_when) and child.poll() is None:
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        if kill_when is None and os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit('art_generation.py %s failed' % ' '.join(arguments))
+        peak_kb = int(report.read().split()[-1]) if measured else usage.ru_maxrss
+    return seconds, peak_kb * 1024
 
 
 def final_image(folder):
@@ -106,11 +120,28 @@ def full_size_costs(weights_path, content_path, images):
 
 
 def timed_in_process(arguments, iterations):
-    """Run the command line's single stage in this process for `iterations` iterations, timing
-    each (benchmark_problem.IterationRecorder: the loop alone). Returns (the median time of an
-    iteration after the first, the final image, the stage's tiling)."""
+    """Run the command line's single stage in a fresh process (this script with --worker) for
+    `iterations` iterations, timing each (benchmark_problem.IterationRecorder: the loop alone).
+    Returns (the median time of an iteration after the first, the final image, the stage's
+    tiling, the process's peak memory)."""
+    with tempfile.TemporaryDirectory() as folder:
+        image_path = os.path.join(folder, 'image.npy')
+        spec = json.dumps({'arguments': [str(a) for a in arguments], 'iterations': iterations,
+                           'image': image_path})
+        output = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', spec],
+                                check=True, stdout=subprocess.PIPE, text=True).stdout
+        result = json.loads(output.splitlines()[-1])
+        image = np.load(image_path)
+    return (result['seconds'], image, tiles.Tiling(*result['tiling']),
+            result['peak_rss_bytes'])
+
+
+def worker(spec):
+    """timed_in_process's child: prints one JSON line."""
+    spec = json.loads(spec)
     options, _ = cli.parse_options(art_generation.CONTENT_LAYER, art_generation.STYLE_LAYERS,
-                                   [str(a) for a in arguments])
+                                   spec['arguments'])
+    iterations = spec['iterations']
     inputs = cli.prepare_inputs(options)
     record = cli.RunRecord(inputs, options)
     recorder = problem.IterationRecorder(iterations)
@@ -119,7 +150,11 @@ def timed_in_process(arguments, iterations):
                                           recorder)
     recorder.finish(result)
     times = [0.0] + [seconds for seconds, _ in recorder.records]
-    return float(np.median(np.diff(times)[1:])), result.image, inputs.tilings[-1]
+    np.save(spec['image'], result.image)
+    print(json.dumps({'seconds': float(np.median(np.diff(times)[1:])),
+                      'tiling': list(inputs.tilings[-1]),
+                      'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                      * 1024}))
 
 
 def tiled_against_untiled(weights_path, work, iterations):
@@ -131,12 +166,9 @@ def tiled_against_untiled(weights_path, work, iterations):
         folder = os.path.join(work, name.split()[0])
         arguments = common(weights_path, content, 1920, folder, '--iterations', iterations,
                            '--save-every', 0, *extra)
-        seconds, image, tiling = timed_in_process(arguments, iterations)
-        # Peak memory: a run of its own (one iteration; the tuning is cached by now).
-        _, rss = run_cli(common(weights_path, content, 1920, folder, '--iterations', 1,
-                                '--save-every', 0, *extra))
+        seconds, image, tiling, rss = timed_in_process(arguments, iterations)
         runs[name] = seconds, image, tiling, rss
-        print('  %s: %.1f s an iteration (median of %d), peak memory %.2f GB (1 iteration)'
+        print('  %s: %.2f s an iteration (median of %d), peak memory %.2f GB'
               % (name, seconds, iterations - 1, rss / GB), flush=True)
     untiled_s, untiled_image, _, untiled_rss = runs['untiled']
     tiled_s, tiled_image, tiling, tiled_rss = runs['tiled 2G']
@@ -195,7 +227,10 @@ def main():
     parser.add_argument('--iterations', type=int, default=6,
                         help='iterations of each 1920x1080 run (the first is not timed)')
     parser.add_argument('--cache', default=problem.DEFAULT_CACHE, metavar='DIR')
+    parser.add_argument('--worker', metavar='JSON', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker)
     weights_path = problem.weights_file(args.cache, with_fc=False)
     flags = [flag for flag in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
              if flag in runtime.cpu_flags()]

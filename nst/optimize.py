@@ -364,10 +364,11 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
         finally:
             if owns_bar:
                 progress.close()
-    if stop.requested and checkpoint is not None and not state.diverged:
+    interrupted = stop.requested
+    if interrupted and checkpoint is not None and not state.diverged:
         checkpoint(state.snapshot())
     state.save(os.path.join(output_dir, 'generated_image.jpg'), state.result())
-    return RunResult(state.result(), state.history, stop.requested, state.diverged,
+    return RunResult(state.result(), state.history, interrupted, state.diverged,
                      state.completed)
 
 

@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-OVERLAP = 48      # pixels two neighbouring tiles share
-EDGE_MARGIN = 12  # pixels at a tile's inner edges that take no weight from it
-RAMP = 12         # width of the hand-over from one tile to the next
+OVERLAP = 32      # pixels two neighbouring tiles share
+EDGE_MARGIN = 8   # pixels at a tile's inner edges that take no weight from it
+RAMP = 8          # width of the hand-over from one tile to the next
 MIN_TILE = 2 * OVERLAP  # the smallest tile side (smaller: nothing left between the overlaps)
 
 _UNITS = {'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}

@@ -228,20 +228,22 @@ def tiled_transfer(sess, weights, content, styles, tiling, style_layers=ag.STYLE
     return nst, targets
 
 
-def test_a_single_tile_steps_as_the_untiled_run(tiny_weights, tmp_path):
+@pytest.mark.parametrize('styles', [1, 2])
+def test_a_single_tile_steps_as_the_untiled_run(tiny_weights, tmp_path, styles):
     """One tile covering the image: the tiled loop (NumPy Adam at full size over blended tile
     gradients) takes the same steps as TensorFlow's Adam on the whole image."""
     from nst import tiles
     content = normalised(smooth_picture(WIDTH, HEIGHT))
-    style = normalised(striped_picture(WIDTH, HEIGHT))
+    style_images = [normalised(striped_picture(WIDTH, HEIGHT)),
+                    normalised(checker_picture(WIDTH, HEIGHT))][:styles]
     np.random.seed(3)
     start = nst_utils.generate_noise_image(content).astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
-        nst = build(sess, tiny_weights, content, [style])
+        nst = build(sess, tiny_weights, content, style_images)
         whole = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'a'),
                                   progress=False, print_every=0)
     with tf.Graph().as_default(), tf.Session() as sess:
-        nst, targets = tiled_transfer(sess, tiny_weights, content, [style],
+        nst, targets = tiled_transfer(sess, tiny_weights, content, style_images,
                                       tiles.single_tile(HEIGHT, WIDTH))
         tiled = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'b'),
                                   progress=False, print_every=0, tiled=targets)
