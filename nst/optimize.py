@@ -220,10 +220,9 @@ def tile_targets(sess, nst, tiling, content_image, style_images, content_layer, 
         content_feeds[place] = folded(content_holder, sess.run(model[content_layer]))
 
     style_feeds = {}
+    masks = {name: tiles.owned_masks(tiling, _layer_factor(model, name)) for name in layer_names}
     for k, style_image in enumerate(style_images):
         holders = dict(zip(layer_names, style_holders[k * len(layer_names):]))
-        masks = {name: tiles.owned_masks(tiling, _layer_factor(model, name))
-                 for name in layer_names}
         sums, cells = {}, dict.fromkeys(layer_names, 0.0)
         for place in tiling.tiles():
             nst.set_input(sess, tiles.crop(style_image, *place, tiling.tile_size))
@@ -593,6 +592,9 @@ def _run_tiled_adam(state, stop, resume_adam=None):
     work = np.empty_like(image)  # Adam's temporaries, in place: full-size arrays are large
     share = tiling.pixel_share()
     fetches = [nst.J, nst.J_content, nst.J_style, nst.gradient]
+    # What each tile's run is fed: the folded fixed inputs, with the tiles' own targets.
+    feeds = {place: {**nst.feeds, **tiled.style_feeds, **tiled.content_feeds[place]}
+             for place in tiling.tiles()}
     for i in range(state.num_iterations):
         weights = tiles.blend_weights(tiling, tiled.rng)
         gradient = np.zeros_like(image)
@@ -600,10 +602,7 @@ def _run_tiled_adam(state, stop, resume_adam=None):
         for k, place in enumerate(tiling.tiles()):
             weight = weights[place]  # (th, tw, 1)
             nst.set_input(sess, tiles.crop(image, *place, tiling.tile_size))
-            feeds = dict(nst.feeds)
-            feeds.update(tiled.style_feeds)
-            feeds.update(tiled.content_feeds[place])
-            Jt, Jc, Js, tile_gradient = sess.run(fetches, feeds)
+            Jt, Jc, Js, tile_gradient = sess.run(fetches, feeds[place])
             top, left = place
             region = gradient[:, top:top + tiling.tile_height, left:left + tiling.tile_width]
             region += tile_gradient * (weight * share)
