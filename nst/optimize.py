@@ -220,7 +220,8 @@ def tile_targets(sess, nst, tiling, content_image, style_images, content_layer, 
         content_feeds[place] = folded(content_holder, sess.run(model[content_layer]))
 
     style_feeds = {}
-    masks = {name: tiles.owned_masks(tiling, _layer_factor(model, name)) for name in layer_names}
+    masks = {name: tiles.owned_masks(tiling, _layer_factor(model, name))
+             for name in layer_names}
     for k, style_image in enumerate(style_images):
         holders = dict(zip(layer_names, style_holders[k * len(layer_names):]))
         sums, cells = {}, dict.fromkeys(layer_names, 0.0)

@@ -97,7 +97,8 @@ def plan_tiling(height, width, budget, tile_memory, overlap=OVERLAP):
     """The tiling of a height x width picture whose tiles fit the budget with the least work.
 
     tile_memory(tile_height, tile_width, tiles): the estimated peak bytes of the stage run in
-    that many tiles of that size (everything included; tiles=1 for the picture whole). Among the tilings whose tile fits, the one with the fewest pixels
+    that many tiles of that size (everything included; tiles=1 for the picture whole).
+    Among the tilings whose tile fits, the one with the fewest pixels
     computed per step (tiles x tile pixels), then the fewest tiles.
     Returns a Tiling (a single tile when the picture fits), or None when not even a tile of
     MIN_TILE x MIN_TILE pixels fits.
@@ -155,7 +156,7 @@ def seam_places(starts, tile, rng):
     return places
 
 
-def axis_weights(length, starts, tile, places):
+def axis_weights(starts, tile, places):
     """The blending weight of each tile along one axis: [(tile,) float32, ...], summing to 1
     over the tiles at every position of the axis.
 
@@ -177,11 +178,12 @@ def axis_weights(length, starts, tile, places):
 def blend_weights(tiling, rng):
     """This step's blending weights: {(top, left): (tile_height, tile_width, 1) float32}, a
     partition of unity over the picture with the seams at random places (seam_places)."""
-    rows = axis_weights(tiling.height, tiling.row_starts, tiling.tile_height,
+    rows = axis_weights(tiling.row_starts, tiling.tile_height,
                         seam_places(tiling.row_starts, tiling.tile_height, rng))
-    cols = axis_weights(tiling.width, tiling.col_starts, tiling.tile_width,
+    cols = axis_weights(tiling.col_starts, tiling.tile_width,
                         seam_places(tiling.col_starts, tiling.tile_width, rng))
-    return {(top, left): (row[:, None] * col[None, :])[:, :, None]  # (th, 1) x (1, tw) -> (th, tw, 1)
+    # (th, 1) x (1, tw) -> (th, tw) -> (th, tw, 1)
+    return {(top, left): (row[:, None] * col[None, :])[:, :, None]
             for top, row in zip(tiling.row_starts, rows)
             for left, col in zip(tiling.col_starts, cols)}
 
