@@ -159,7 +159,8 @@ def print_report(info, height, width, precision, shapes, paths, seconds, others,
             print('%-17s %-18s %10s %13s %14s   %-14s %-14s %5.2fs' % (
                 layers, '%dx%d %d->%d' % shape, cells[0], cells[1], cells[2], choice, default,
                 record['seconds']))
-    print('(milliseconds per forward + input gradient, best of the timed runs)')
+    print('(milliseconds of what the candidates differ in, best of the timed runs: the forward '
+          'pass, plus the input gradient where they differ)')
     for record in records:
         if record['what'] == 'pool':
             times = record['times']

@@ -5,11 +5,12 @@ TensorFlow's kernels (oneDNN or Eigen) and on the layer's shape: the defaults in
 were measured on an AVX-512 Xeon with oneDNN, and on an AVX2 EPYC with oneDNN the transposed
 forward path wins from conv1_2 on, while with Eigen (oneDNN off) the direct one does.
 choose_paths times each candidate path of each distinct layer shape of the run (forward with
-bias and ReLU, and the gradient with respect to the input, as a training step runs them) in a
-small graph of its own, keeps the fastest, and caches the choice in a JSON file, keyed by the
-machine (CPU model and flags, usable cores, TensorFlow's version, oneDNN on or off), the
-precision and the shape: each is measured once, about 6 s at 400x300 on 2 AVX2 cores
-(benchmarks/tuning_report.py prints what it measures and chooses).
+bias and ReLU, and the gradient with respect to the input where the candidates' gradients
+differ, as a training step runs them) in a small graph of its own, keeps the fastest, and
+caches the choice in a JSON file, keyed by the machine (CPU model and flags, usable cores,
+TensorFlow's version, oneDNN on or off), the precision and the shape: each is measured once,
+about 3.7 s at 400x300 on 2 AVX2 cores (benchmarks/tuning_report.py prints what it measures
+and chooses).
 
 NST_TUNE=0 (or enabled=False, the command line's --no-tune) turns it off: the defaults run.
 The cache is $NST_CACHE_DIR/tuning.json, else $XDG_CACHE_HOME/nst-style-transfer/tuning.json
@@ -52,8 +53,8 @@ BUSY_SHARE = 0.25
 # shape's rounds have taken less than ROUND_BUDGET seconds, at most MAX_ROUNDS. A candidate's
 # time is its best run (other load only ever adds time). So the smallest shapes are timed five
 # times and the large ones once: at 400x300 with the real widths one run of every candidate of
-# every shape takes about 1.7 s on 2 AVX2 cores (oneDNN), the warm-up as long again, and
-# building and filling the small graphs about 1.5 s more.
+# every shape takes about 0.9 s on 2 AVX2 cores (oneDNN), the warm-up as long again, and
+# building and filling the small graphs about 1 s more.
 MIN_ROUNDS = 1
 # Runs larger than this are measured at this many pixels (measured_size): 400x300, the course's.
 MAX_MEASURED_PIXELS = 400 * 300
@@ -283,11 +284,20 @@ def _random_variable(tf, shape, dtype, scale=1.0):
 
 
 def measure_conv(shape, precision='float32'):
-    """{(forward, input_gradient): seconds} of one layer's forward pass (conv, bias, ReLU) and
-    its gradient with respect to the input, for each of conv_candidates."""
+    """{(forward, input_gradient): seconds} for each of conv_candidates: what the candidates
+    differ in, timed in one layer's graph.
+
+    Both forward paths have the same input gradient, TensorFlow's backward-data convolution of
+    the kernel as stored (fast_ops.conv2d_same), so that is timed only where a candidate takes
+    another one (the matmul gradient of narrow layers): a wide layer's candidates are timed by
+    their forward passes alone (conv, bias and ReLU, as a step runs them), which halves the
+    measuring (at 400x300 on 2 AVX2 cores, 5.3 -> 3 s in all).
+    """
     tf = runtime.import_tf()
     height, width, channels_in, channels_out = shape
     dtype = tf.bfloat16 if precision == 'bfloat16' else tf.float32
+    candidates = conv_candidates(channels_in)
+    gradients = sorted({gradient for _, gradient in candidates})
     with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
         x = _random_variable(tf, [1, height, width, channels_in], dtype)
         kernel = _random_variable(tf, [3, 3, channels_in, channels_out], dtype,
@@ -295,16 +305,22 @@ def measure_conv(shape, precision='float32'):
         bias = _random_variable(tf, [channels_out], dtype, 0.01)
         rotated = tf.Variable(fast_ops.rotate_kernel(kernel), trainable=False)
         d_outputs = _random_variable(tf, [1, height, width, channels_out], dtype)
-        targets = {}
-        for forward, input_gradient in conv_candidates(channels_in):
+        parts = {}
+        for forward in sorted({forward for forward, _ in candidates}):
             outputs = tf.nn.relu(fast_ops.conv2d_same(
-                x, kernel, rotated if forward == 'transposed' else None, forward,
-                input_gradient) + bias)
-            d_inputs, = tf.gradients(outputs, x, grad_ys=d_outputs)
-            targets[forward, input_gradient] = [outputs.op, d_inputs.op]
+                x, kernel, rotated if forward == 'transposed' else None, forward, 'tf') + bias)
+            parts['forward', forward] = outputs.op
+        if len(gradients) > 1:
+            for gradient in gradients:
+                outputs = fast_ops.conv2d_same(x, kernel, None, 'direct', gradient)
+                d_inputs, = tf.gradients(outputs, x, grad_ys=d_outputs)
+                parts['gradient', gradient] = d_inputs.op
         sess.run([v.initializer for v in (x, kernel, bias, d_outputs)])
         sess.run(rotated.initializer)  # stored rotated, as VGGBuilder does with a session
-        return time_candidates(sess, targets)
+        times = time_candidates(sess, parts)
+    return {(forward, gradient):
+            times['forward', forward] + times.get(('gradient', gradient), 0.0)
+            for forward, gradient in candidates}
 
 
 def measure_pool(shapes, precision='float32'):

@@ -335,6 +335,28 @@ def test_precision_is_float32_when_bfloat16_matmul_fails(monkeypatch):
     assert 'failed' in lines[-1]
 
 
+def test_a_wide_layer_times_only_its_forward_passes(monkeypatch):
+    """Both forward paths of a wide layer share TensorFlow's input gradient, so only the
+    forwards are timed; a narrow layer's candidates also differ in their gradient, timed too.
+    Each candidate's seconds are the sum of the parts it takes."""
+    timed = []
+
+    def fake_times(sess, targets):
+        timed.append(sorted(targets))
+        sess.run(list(targets.values()))  # each target runs in the layer's graph
+        return {part: {'forward': 1.0, 'gradient': 10.0}[part[0]] * (1 + index)
+                for index, part in enumerate(sorted(targets))}
+    monkeypatch.setattr(tuning, 'time_candidates', fake_times)
+    wide = tuning.measure_conv((6, 8, 8, 4))
+    assert timed[-1] == [('forward', 'direct'), ('forward', 'transposed')]
+    assert wide == {('direct', 'tf'): 1.0, ('transposed', 'tf'): 2.0}
+    narrow = tuning.measure_conv((6, 8, 3, 4))
+    assert timed[-1] == [('forward', 'direct'), ('forward', 'transposed'),
+                         ('gradient', 'matmul'), ('gradient', 'tf')]
+    assert narrow == {('direct', 'tf'): 1.0 + 40.0, ('transposed', 'tf'): 2.0 + 40.0,
+                      ('direct', 'matmul'): 1.0 + 30.0}
+
+
 def test_matmul_measurement_runs():
     times = tuning.measure_matmul(size=64)
     assert set(times) == {'float32', 'bfloat16'} and all(t > 0 for t in times.values())
