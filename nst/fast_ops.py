@@ -8,26 +8,31 @@ Each has a test against TensorFlow's own op and gradient (tests/test_fast_ops.py
 
 import numpy as np
 
-from nst.runtime import import_tf
+from nst.runtime import import_tf, onednn_enabled
 
 # The paths each op can take. Which is fastest depends on the CPU, TensorFlow's kernels (oneDNN
-# or Eigen) and the layer's shape: nst.tuning measures them on the run's shapes; DEFAULT_PATHS
-# is what runs when it does not (measured on an AVX-512 Xeon with oneDNN).
+# or Eigen) and the layer's shape: nst.tuning measures them on the run's shapes;
+# default_conv_path and Paths() are what runs when it does not.
 CONV_FORWARD = ('direct', 'transposed')
 CONV_INPUT_GRADIENT = ('tf', 'matmul')
 POOL_GRADIENT = ('tf', 'broadcast')
-# Below this many input channels tf.nn.conv2d is as fast as the transposed form (AVX-512, oneDNN,
-# fp32: at 300x400x64 both run at ~330 GFLOP/s).
-TRANSPOSED_CONV_MIN_CHANNELS = 256
 # Up to this many input channels (conv1_1's 3 colours) the matmul input gradient pays.
 NARROW_CONV_MAX_CHANNELS = 4
 
 
 def default_conv_path(channels_in):
-    """(forward, input_gradient) for a layer with this many input channels, untuned."""
+    """(forward, input_gradient) for a layer with this many input channels, untuned.
+
+    With oneDNN, every layer but the narrow ones runs its forward pass as a transposed
+    convolution: oneDNN's backward-data convolution was as fast as its forward one or faster on
+    every CPU measured (an AVX-512 Xeon: equal at 300x400x64, ~320 against ~190 GFLOP/s at
+    38x50x512; an AVX2 EPYC: 1.1-3x as fast from conv1_2 to conv5_1 at 400x300), and on AVX2
+    the forward one, an im2col GEMM there, collapses on large maps (270x480x256: over 100 s
+    against 0.85 s). With Eigen (oneDNN off) tf.nn.conv2d is the faster.
+    """
     if channels_in <= NARROW_CONV_MAX_CHANNELS:
         return 'direct', 'matmul'
-    return ('transposed' if channels_in >= TRANSPOSED_CONV_MIN_CHANNELS else 'direct'), 'tf'
+    return ('transposed' if onednn_enabled() else 'direct'), 'tf'
 
 
 class Paths:

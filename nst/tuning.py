@@ -395,57 +395,77 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
     """The fast_ops.Paths of a VGG graph of these weights at height x width on this machine.
 
     Measured at measured_size(height, width) once per machine, precision and layer shape (see
-    the module's doc), then read from
-    the cache; enabled=False or NST_TUNE=0: the untuned fast_ops.Paths(). log: called with one
-    line before measuring and one with the choice (nothing when all is cached).
+    the module's doc), then read from the cache; a direct forward path that wins there is
+    confirmed at a larger size first when the run is larger (confirmation_shape).
+    enabled=False or NST_TUNE=0: the untuned fast_ops.Paths(). log: called with one line
+    before measuring and one with the choice (nothing when all is cached).
     """
     if not tuning_enabled(enabled):
         return fast_ops.Paths()
-    height, width = measured_size(height, width)
     tf = runtime.import_tf()
     path = cache_path(cache_dir)
     entries = read_cache(path)
     machine = machine_key()
-    shapes = conv_shapes(weights, height, width)
-    pools = pool_shapes(weights, height, width) if pooling == 'avg' else []
+    shapes = conv_shapes(weights, *measured_size(height, width))
+    full_shapes = conv_shapes(weights, height, width)
+    pools = pool_shapes(weights, *measured_size(height, width)) if pooling == 'avg' else []
+    new_entries = {}
+    start = None
 
-    conv_choices, new_entries = {}, {}
-    missing = []
-    for shape in sorted(set(shapes.values()), key=lambda s: (-s[0] * s[1], s[2], s[3])):
+    def measuring():
+        nonlocal start
+        if start is None:
+            _say(log, 'tuning the fast paths for this CPU (once, a few seconds)...')
+            start = load_sample()
+
+    def conv_choice(shape):
         key = conv_key(machine, precision, shape)
         choice = _cached_choice(entries, path, key, conv_candidates(shape[2]))
-        if choice:
-            conv_choices[shape] = choice
-        else:
-            missing.append((key, shape))
-    pool_choice = fast_ops.Paths().pool_gradient
-    pool_missing = None
-    if pools:
-        key = pool_key(machine, precision, pools)
-        pool_choice = _cached_choice(entries, path, key, fast_ops.POOL_GRADIENT)
-        if not pool_choice:
-            pool_missing = key
-
-    if not (missing or pool_missing):
-        return _paths(shapes, conv_choices, pool_choice)
-    _say(log, 'tuning the fast paths for this CPU (once, a few seconds)...')
-    start = load_sample()
-    try:
-        for key, shape in missing:
+        if choice is None:
+            measuring()
             times = measure_conv(shape, precision)
-            conv_choices[shape] = _fastest(times)
-            new_entries[key] = _entry(conv_choices[shape], times)
-        if pool_missing:
-            times = measure_pool(pools, precision)
-            pool_choice = _fastest(times)
-            new_entries[pool_missing] = _entry(pool_choice, times)
+            choice = _fastest(times)
+            new_entries[key] = entries[key] = _entry(choice, times)
+        return choice
+
+    conv_choices = {}
+    pool_choice = fast_ops.Paths().pool_gradient
+    try:
+        for shape in sorted(set(shapes.values()), key=lambda s: (-s[0] * s[1], s[2], s[3])):
+            conv_choices[shape] = conv_choice(shape)
+        for name, shape in shapes.items():
+            larger = confirmation_shape(shape, full_shapes[name])
+            if conv_choices[shape][0] == 'direct' and larger is not None:
+                conv_choices[shape] = conv_choice(larger)
+        if pools:
+            key = pool_key(machine, precision, pools)
+            pool_choice = _cached_choice(entries, path, key, fast_ops.POOL_GRADIENT)
+            if not pool_choice:
+                measuring()
+                times = measure_pool(pools, precision)
+                pool_choice = _fastest(times)
+                new_entries[key] = _entry(pool_choice, times)
     except tf.errors.OpError as error:  # e.g. a kernel this build lacks: keep the defaults
         _say(log, 'tuning failed (%s); using the default paths'
              % ' '.join(str(error.message).split())[:200])
     paths = _paths(shapes, conv_choices, pool_choice or fast_ops.Paths().pool_gradient)
-    note = _store(path, new_entries, start)
-    _say(log, 'fast paths: %s (%s)' % (_describe(paths, shapes, pooling), note))
+    if start is not None:
+        note = _store(path, new_entries, start)
+        _say(log, 'fast paths: %s (%s)' % (_describe(paths, shapes, pooling), note))
     return paths
+
+
+def confirmation_shape(measured, full):
+    """Where a direct forward path that won at the measured layer shape is measured again
+    before a larger run takes it: twice the side (at most the run's own), or None when the run
+    is no larger. On an AVX2 EPYC oneDNN runs that path as an im2col GEMM whose speed
+    collapses on larger maps (256->256 channels: 0.10 s at 75x100, 0.85 s at 150x200, over 100
+    s at 270x480, where the transposed path takes 0.85 s), so a choice measured small could be
+    ruinous at full size."""
+    height, width, channels_in, channels_out = measured
+    if full[0] * full[1] <= height * width:
+        return None
+    return min(2 * height, full[0]), min(2 * width, full[1]), channels_in, channels_out
 
 
 def _store(path, new_entries, start):

@@ -108,6 +108,63 @@ def test_matmul_gradient_only_a_candidate_for_narrow_layers():
         assert {('direct', 'tf'), ('transposed', 'tf')} <= set(tuning.conv_candidates(channels))
 
 
+def test_untuned_forward_path_follows_the_kernels(monkeypatch):
+    """Transposed with oneDNN (its backward-data convolution is the faster and the steadier),
+    direct with Eigen; narrow layers keep their matmul gradient either way."""
+    assert fast_ops.default_conv_path(64) == ('transposed', 'tf')  # oneDNN on (nst.runtime)
+    assert fast_ops.default_conv_path(3) == ('direct', 'matmul')
+    monkeypatch.setattr(fast_ops, 'onednn_enabled', lambda: False)
+    assert fast_ops.default_conv_path(64) == ('direct', 'tf')
+    assert fast_ops.default_conv_path(512) == ('direct', 'tf')
+    assert fast_ops.default_conv_path(3) == ('direct', 'matmul')
+
+
+def test_confirmation_shape_doubles_the_side_up_to_the_runs_own():
+    assert tuning.confirmation_shape((75, 100, 8, 16), (75, 100, 8, 16)) is None
+    assert tuning.confirmation_shape((75, 100, 8, 16), (270, 480, 8, 16)) == (150, 200, 8, 16)
+    assert tuning.confirmation_shape((75, 100, 8, 16), (100, 133, 8, 16)) == (100, 133, 8, 16)
+
+
+def small_wins_for_direct(monkeypatch):
+    """A fake measure_conv: the direct paths win up to 400x300, the transposed one beyond
+    (as oneDNN's im2col forward convolution does on AVX2 when the map grows); records shapes."""
+    measured = []
+
+    def measure_conv(shape, precision='float32'):
+        measured.append(shape)
+        small = shape[0] * shape[1] <= 400 * 300
+        times = {('direct', 'tf'): 1.0 if small else 3.0, ('transposed', 'tf'): 2.0}
+        if shape[2] <= fast_ops.NARROW_CONV_MAX_CHANNELS:
+            times['direct', 'matmul'] = 0.5 if small else 4.0
+        return times
+    monkeypatch.setattr(tuning, 'measure_conv', measure_conv)
+    monkeypatch.setattr(tuning, 'measure_pool', lambda shapes, precision: {'broadcast': 1.0,
+                                                                            'tf': 2.0})
+    return measured
+
+
+def test_a_direct_path_is_confirmed_before_a_larger_run_takes_it(monkeypatch):
+    measured = small_wins_for_direct(monkeypatch)
+    weights = random_weights(depth=7)  # conv1_1 ... conv3_3: conv3_1-conv3_3 of one shape
+    paths = tuning.choose_paths(weights, 900, 1200, enabled=True)  # measured at 300x400
+    at_300x400 = [(300, 400, 3, 4), (300, 400, 4, 4), (150, 200, 4, 8), (150, 200, 8, 8),
+                  (75, 100, 8, 8)]
+    # then each direct choice at twice the side, each shape once (conv3's is conv2_2's)
+    assert measured == at_300x400 + [(600, 800, 3, 4), (600, 800, 4, 4), (300, 400, 4, 8),
+                                     (300, 400, 8, 8)]
+    # block 1 loses at twice the side; blocks 2 and 3 still win at up to 300x400
+    assert paths.conv == dict({'conv1_1': ('transposed', 'tf'), 'conv1_2': ('transposed', 'tf'),
+                               'conv2_1': ('direct', 'matmul')},
+                              **{name: ('direct', 'tf')
+                                 for name in ('conv2_2', 'conv3_1', 'conv3_2', 'conv3_3')})
+    del measured[:]
+    assert tuning.choose_paths(weights, 900, 1200, enabled=True) == paths  # all cached now
+    small = tuning.choose_paths(weights, 300, 400, enabled=True)  # no larger: no confirmation
+    assert small.conv == dict(paths.conv, conv1_1=('direct', 'matmul'),
+                              conv1_2=('direct', 'matmul'))
+    assert measured == []
+
+
 # ----------------------------------------------------------------------------------------------
 # Measuring once, then the cache
 # ----------------------------------------------------------------------------------------------
