@@ -24,7 +24,10 @@ What it prints:
   installed, and our time as a fraction of its;
 - start-up time beyond `import tensorflow`: from just after that import to the end of the first
   training iteration, reading the real-size (575 MB) weight file; once with an empty tuning
-  cache (first use: the fast paths are measured) and once with the cache that run left;
+  cache (first use: the fast paths are measured) and once with the cache that run left; by
+  stage: reading, the fast paths, the VGG graph with its weights loaded, the content and style
+  passes, the graph of the costs, gradient and Adam, the fixed inputs folded, the first
+  iteration;
 - peak resident memory (ru_maxrss) of a real run: the command line itself
   (art_generation.py --model <that file> --iterations 5, printing and saving as usual) in a
   child process, read with os.wait4; the benchmark's own processes are reported too;
@@ -48,6 +51,7 @@ Run (from the repo root; a few minutes, the first run also writes about 655 MB o
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -60,7 +64,7 @@ import time
 import numpy as np
 
 import benchmark_problem as problem
-from benchmark_problem import cli, config, optimize, runtime
+from benchmark_problem import cli, config, optimize, runtime, vgg
 
 # Targets of issues 4 and 10 (on 2-core machines at 400x300).
 TARGET_PYTORCH_RATIO = 0.80  # our time per iteration / the PyTorch loop's, on every CPU kind
@@ -118,6 +122,27 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+@contextlib.contextmanager
+def staged(module, name, before=None, after=None):
+    """Within the block, module.name calls before() when it is called and after() when it
+    returns: the start-up's stages inside problem.build, timed without changing the code."""
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        if before:
+            before()
+        result = original(*args, **kwargs)
+        if after:
+            after()
+        return result
+
+    setattr(module, name, wrapped)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
 def run_worker(spec):
     """Measure one precision in this (fresh) process; returns a dict of plain numbers.
 
@@ -141,13 +166,18 @@ def run_worker(spec):
     x0 = problem.initial_image(content_image, spec['seed'])
     stage('read images')
     result = {'precision': spec['precision']}
-    with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
+    from nst import tuning
+    with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess, \
+            staged(tuning, 'choose_paths', after=lambda: stage('fast paths (tuning)')), \
+            staged(vgg, 'build_vgg_graph', after=lambda: stage('VGG graph, weights loaded')), \
+            staged(optimize, 'prepare', before=lambda: stage('content and style passes')), \
+            staged(optimize, 'fold_fixed', before=lambda: stage('costs, gradient, Adam'),
+                   after=lambda: stage('fixed inputs folded')):
         nst = problem.build(sess, weights, content_image, style_image, spec['precision'])
         result['conv_shapes'] = [
             (name, nst.model[name].get_shape().as_list()[1:3], list(weights[name][0].shape))
             for name in config.VGG19_CONV_LAYERS if name in nst.model]
         del weights  # as art_generation.run does: the graph holds its own copy
-        stage('build graph')
         # The project's Adam loop itself, timed at the end of each iteration (its stop check).
         total = 1 + spec['warmup'] + spec['iterations']
         recorder, _ = problem.run_recorded(sess, nst, x0, total)
