@@ -192,3 +192,25 @@ def test_graph_stops_where_the_weights_stop(tiny_vgg):
     with tf.Graph().as_default():
         model = vgg.build_vgg_graph(weights, 16, 24)
     assert set(model) == {'input', 'avgpool1', 'avgpool2', 'avgpool3', 'avgpool4'} | set(needed)
+
+
+@pytest.mark.parametrize('precision', ['float32', 'bfloat16'])
+def test_column_major_kernels_load_as_row_major_ones(precision):
+    """The MAT reader's kernels are column-major; they are fed transposed (a row-major view)
+    and transposed back in the session: the variables hold the same values either way."""
+    rng = np.random.default_rng(5)
+    kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    bias = rng.normal(size=4).astype(np.float32)
+    loaded = []
+    for stored in (np.ascontiguousarray(kernel), np.asfortranarray(kernel)):
+        with tf.Graph().as_default(), tf.Session() as sess:
+            model = vgg.build_vgg_graph({'conv1_1': (stored, bias)}, 5, 6, sess=sess,
+                                        precision=precision)
+            variables = {v.op.name: v for v in tf.get_collection(vgg.VGG_WEIGHTS_COLLECTION)}
+            loaded.append(sess.run([tf.cast(variables['conv1_1/W'], tf.float32),
+                                    tf.cast(variables['conv1_1/b'], tf.float32)]))
+            assert set(model) == {'input', 'conv1_1'}
+    dtype = tf.bfloat16.as_numpy_dtype if precision == 'bfloat16' else np.float32
+    for got in loaded:
+        np.testing.assert_array_equal(got[0], kernel.astype(dtype).astype(np.float32))
+        np.testing.assert_array_equal(got[1], bias.astype(dtype).astype(np.float32))
