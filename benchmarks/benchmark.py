@@ -34,7 +34,9 @@ What it prints:
 - with --precision both: the bfloat16 speed-up, the bf16 matmul peak (the most bfloat16
   arithmetic gives on this CPU: its ratio to the fp32 peak bounds the speed-up), and with
   --quality the cost after 200 iterations of each precision from the same initial image;
-- a table of the figures next to the targets of issue 4.
+- a table of the figures next to the targets of issue 4;
+- where a step's time goes (step_profile.py): the ops of a few traced steps by kind, the
+  convolutions (forward, input gradient) with their GFLOP/s, the Gram matrices, the rest.
 
 Each precision is measured in a fresh Python process (this script with --worker), so start-up is
 cold in-process and no figure is polluted by this process (which runs the matmul peak test,
@@ -64,6 +66,7 @@ import time
 import numpy as np
 
 import benchmark_problem as problem
+import step_profile
 from benchmark_problem import cli, config, optimize, runtime, vgg
 
 # Targets of issues 4 and 10 (on 2-core machines at 400x300).
@@ -71,6 +74,7 @@ TARGET_PYTORCH_RATIO = 0.80  # our time per iteration / the PyTorch loop's, on e
 TARGET_PEAK_RATIO = 0.85     # fp32 achieved GFLOP/s / the best fp32 GEMM peak (AVX-512)
 TARGET_BF16_PEAK_RATIO = 0.85  # bf16 achieved / bf16 matmul peak, where bf16 is used
 TARGET_RSS_BYTES = 1.2e9     # peak resident memory
+PROFILED_STEPS = 3
 TARGET_STARTUP_S = 3.0       # beyond `import tensorflow`, real-size file, later runs
 TARGET_FIRST_STARTUP_S = 8.0  # the same on first use, with the tuning measurement
 TARGET_BF16_SPEEDUP = 1.7    # fp32 time / bf16 time (issue 4; possible only with AMX)
@@ -190,6 +194,8 @@ def run_worker(spec):
         result['startup_stages'] = stages
         result['iteration_s'] = list(np.diff(ends)[spec['warmup']:])
         result['peak_rss_after_timing'] = peak_rss_bytes()
+        # Where a step's time goes: a few more steps, traced (the timed ones were not).
+        result['step_profile'] = step_profile.profile_step(sess, nst, PROFILED_STEPS)
 
         if spec['quality_iterations']:
             result['quality'] = quality_run(sess, nst, x0, spec)
@@ -463,6 +469,11 @@ def report(args, info, results, peaks, flops, bf16_rates=None, torch_s=None):
                          'within %.0f %%' % (100 * TARGET_BF16_COST),
                          verdict(difference <= TARGET_BF16_COST)))
     problem.print_table(rows)
+    for precision, run in (('fp32', fp32), ('bf16', bf16)):
+        if run is not None and run.get('step_profile'):
+            print('\nWhere a %s step goes (%d traced steps after the timed ones; the ops run one '
+                  'at a time, so their times add up to the step):' % (precision, PROFILED_STEPS))
+            step_profile.print_profile(run['step_profile'], (flops / 2e9, flops / 2e9))
 
 
 # ----------------------------------------------------------------------------------------------
