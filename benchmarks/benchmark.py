@@ -67,14 +67,13 @@ import numpy as np
 
 import benchmark_problem as problem
 import step_profile
-from benchmark_problem import cli, config, optimize, runtime, vgg
+from benchmark_problem import cli, optimize, runtime, vgg
 
 # Targets of issues 4 and 10 (on 2-core machines at 400x300).
 TARGET_PYTORCH_RATIO = 0.80  # our time per iteration / the PyTorch loop's, on every CPU kind
 TARGET_PEAK_RATIO = 0.85     # fp32 achieved GFLOP/s / the best fp32 GEMM peak (AVX-512)
 TARGET_BF16_PEAK_RATIO = 0.85  # bf16 achieved / bf16 matmul peak, where bf16 is used
 TARGET_RSS_BYTES = 1.2e9     # peak resident memory
-PROFILED_STEPS = 3
 TARGET_STARTUP_S = 3.0       # beyond `import tensorflow`, real-size file, later runs
 TARGET_FIRST_STARTUP_S = 8.0  # the same on first use, with the tuning measurement
 TARGET_BF16_SPEEDUP = 1.7    # fp32 time / bf16 time (issue 4; possible only with AMX)
@@ -84,26 +83,12 @@ KEY_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
 MATMUL_SIZES = (2048, 3072, 4096)
 BUSY_SPREAD = 0.15  # a larger change of the matmul peak during the run means a busy machine
 RSS_ITERATIONS = 5  # of the command-line run whose peak memory is reported
+PROFILED_STEPS = 3  # traced after the timed ones, for where a step's time goes
 
 
 # ----------------------------------------------------------------------------------------------
 # 1. The minimal work of one iteration
 # ----------------------------------------------------------------------------------------------
-
-def work_per_iteration(conv_shapes):
-    """FLOPs of one iteration, layer by layer, from the shapes of the built graph.
-
-    conv_shapes: [(name, (H, W) of the output map, (kh, kw, in, out) kernel), ...] in order;
-    the graph holds the convolutions up to the deepest layer the cost reads (conv5_1 for the
-    course), as art_generation.read_weights reads no more. A SAME stride-1 convolution has its
-    output map's size at its input, so it does H W kh kw in out multiply-adds; the gradient with
-    respect to its input (backward-data) does as many. Every conv runs forward, and the gradient
-    goes back through all of them to the image (conv1_1's backward-data included; no gradient
-    for the weights). Returns [(name, (H, W), kernel, FLOPs of each direction), ...].
-    """
-    return [(name, (height, width), tuple(kernel), 2 * height * width * int(np.prod(kernel)))
-            for name, (height, width), kernel in conv_shapes]
-
 
 def print_work(rows):
     print('Minimal work per iteration (2 FLOPs per multiply-add):')
@@ -178,9 +163,7 @@ def run_worker(spec):
             staged(optimize, 'fold_fixed', before=lambda: stage('costs, gradient, Adam'),
                    after=lambda: stage('fixed inputs folded')):
         nst = problem.build(sess, weights, content_image, style_image, spec['precision'])
-        result['conv_shapes'] = [
-            (name, nst.model[name].get_shape().as_list()[1:3], list(weights[name][0].shape))
-            for name in config.VGG19_CONV_LAYERS if name in nst.model]
+        result['conv_shapes'] = problem.conv_shapes(nst.model, weights)
         del weights  # as art_generation.run does: the graph holds its own copy
         # The project's Adam loop itself, timed at the end of each iteration (its stop check).
         total = 1 + spec['warmup'] + spec['iterations']
@@ -600,7 +583,7 @@ def main(argv=None):
     info['load_average_at_start'] = load_at_start
 
     any_run = next(iter(results.values()))
-    work = work_per_iteration(any_run['conv_shapes'])
+    work = problem.work_per_iteration(any_run['conv_shapes'])
     print('Problem size %dx%d; layers up to %s' % (args.width, args.height, work[-1][0]))
     flops = print_work(work)
     print('fp32 matmul GFLOP/s, TensorFlow (oneDNN %s), before / after the runs: '

@@ -121,6 +121,28 @@ def build(sess, vgg_weights, content_image, style_image, precision='float32', tu
     return art_generation.build_style_transfer(sess, model, content_image, [style_image])
 
 
+def conv_shapes(model, vgg_weights):
+    """[(name, [H, W] of the output map, [kh, kw, in, out] kernel), ...] of the built graph's
+    convolutions, in order (plain lists: the worker processes report them as JSON)."""
+    return [(name, model[name].get_shape().as_list()[1:3], list(vgg_weights[name][0].shape))
+            for name in config.VGG19_CONV_LAYERS if name in model]
+
+
+def work_per_iteration(conv_shapes):
+    """FLOPs of one iteration, layer by layer, from the shapes of the built graph.
+
+    conv_shapes: [(name, (H, W) of the output map, (kh, kw, in, out) kernel), ...] in order;
+    the graph holds the convolutions up to the deepest layer the cost reads (conv5_1 for the
+    course), as art_generation.read_weights reads no more. A SAME stride-1 convolution has its
+    output map's size at its input, so it does H W kh kw in out multiply-adds; the gradient with
+    respect to its input (backward-data) does as many. Every conv runs forward, and the gradient
+    goes back through all of them to the image (conv1_1's backward-data included; no gradient
+    for the weights). Returns [(name, (H, W), kernel, FLOPs of each direction), ...].
+    """
+    return [(name, (height, width), tuple(kernel), 2 * height * width * int(np.prod(kernel)))
+            for name, (height, width), kernel in conv_shapes]
+
+
 def evaluate_costs(sess, nst, image):
     """(J, J_content, J_style) of image in the built graph (the variable is overwritten)."""
     nst.set_input(sess, image)

@@ -82,20 +82,13 @@ def main(argv=None):
         for _ in range(3):  # oneDNN creates its kernels and TensorFlow optimises the graph
             nst.run(sess, nst.train_step)
         profile = profile_step(sess, nst, args.steps)
+        one_way = sum(row[3] for row in problem.work_per_iteration(
+            problem.conv_shapes(nst.model, weights))) / 1e9
     _, height, width, _ = content_image.shape
-    forward = convolution_work(weights, height, width)
     print('Where a step goes at %dx%d (%s, oneDNN %s), %d traced steps:'
           % (width, height, runtime.cpu_model(), 'on' if runtime.onednn_enabled() else 'off',
              args.steps))
-    print_profile(profile, (forward, forward))
-
-
-def convolution_work(weights, height, width):
-    """GFLOP of the forward convolutions of the layers in weights (2 per multiply-add); the
-    input gradient's is the same."""
-    from nst import tuning
-    return sum(2 * 9 * h * w * c_in * c_out
-               for h, w, c_in, c_out in tuning.conv_shapes(weights, height, width).values()) / 1e9
+    print_profile(profile, (one_way, one_way))
 
 
 if __name__ == '__main__':
