@@ -1,9 +1,10 @@
 """Choosing the VGG graph's fast paths (and --precision auto) by measuring them on this machine.
 
 Which way of computing a convolution or a pool gradient is fastest depends on the CPU, on
-TensorFlow's kernels (oneDNN or Eigen) and on the layer's shape: the defaults in nst.fast_ops
-were measured on an AVX-512 Xeon with oneDNN, and on an AVX2 EPYC with oneDNN the transposed
-forward path wins from conv1_2 on, while with Eigen (oneDNN off) the direct one does.
+TensorFlow's kernels (oneDNN or Eigen) and on the layer's shape: on an AVX-512 Xeon with oneDNN
+the two forward paths tie below 256 input channels, on an AVX2 EPYC with oneDNN the transposed
+one wins from conv1_2 on, and with Eigen (oneDNN off) the direct one does (the untuned
+defaults in nst.fast_ops follow these).
 choose_paths times each candidate path of each distinct layer shape of the run (forward with
 bias and ReLU, and the gradient with respect to the input where the candidates' gradients
 differ, as a training step runs them) in a small graph of its own, keeps the fastest, and
@@ -291,7 +292,7 @@ def measure_conv(shape, precision='float32'):
     the kernel as stored (fast_ops.conv2d_same), so that is timed only where a candidate takes
     another one (the matmul gradient of narrow layers): a wide layer's candidates are timed by
     their forward passes alone (conv, bias and ReLU, as a step runs them), which halves the
-    measuring (at 400x300 on 2 AVX2 cores, 5.3 -> 3 s in all).
+    measuring (at 400x300 on 2 AVX2 cores, 5.3 -> 3.7 s in all).
     """
     tf = runtime.import_tf()
     height, width, channels_in, channels_out = shape
