@@ -133,13 +133,16 @@ def ms(seconds):
     return '%.1f' % (seconds * 1e3)
 
 
-def print_report(info, height, width, precision, shapes, paths, seconds, others, records,
+def print_report(info, height, width, precision, weights, paths, seconds, others, records,
                  steps):
+    shapes = tuning.conv_shapes(weights, *tuning.measured_size(height, width))
+    full_shapes = tuning.conv_shapes(weights, height, width)
     print()
     print('Machine: %s [%s], %d usable CPUs, TensorFlow %s, oneDNN %s, load average %.2f'
           % (info['cpu'], ' '.join(info['flags']) or 'no AVX2', info['usable_cpus'],
              info['tensorflow'], 'on' if info['onednn'] else 'off', info['load_average']))
-    print('Problem: VGG-19 at full width, %dx%d, %s' % (width, height, precision))
+    print('Problem: VGG-19 at full width, %dx%d, %s; measured at %dx%d'
+          % ((width, height, precision) + tuple(tuning.measured_size(height, width))[::-1]))
     print()
     header = '%-17s %-18s %10s %13s %14s   %-14s %-14s %6s' % (
         'layers', 'shape HxW Cin->Cout', 'direct/tf', 'transposed/tf', 'direct/matmul',
@@ -151,7 +154,12 @@ def print_report(info, height, width, precision, shapes, paths, seconds, others,
         if record['what'] == 'conv':
             shape = record['shape']
             names = [name for name, s in shapes.items() if s == shape]
+            confirming = not names  # a direct path's win measured again, larger
+            if confirming:
+                names = [name for name, s in shapes.items()
+                         if tuning.confirmation_shape(s, full_shapes[name]) == shape]
             layers = names[0] if len(names) == 1 else '%s-%s' % (names[0], names[-1])
+            layers += ' (again)' if confirming else ''
             cells = [ms(times[c]) if c in times else '-'
                      for c in (('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul'))]
             choice = '/'.join(paths.conv[names[0]])
@@ -194,8 +202,8 @@ def report(args):
                                         {'default': fast_ops.Paths(), 'tuned': paths},
                                         args.repeats)
         steps['others_share'] = step_others
-    print_report(info, height, width, args.precision, tuning.conv_shapes(weights, height, width),
-                 paths, seconds, others, records, steps)
+    print_report(info, height, width, args.precision, weights, paths, seconds, others, records,
+                 steps)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'machine': info, 'size': [width, height], 'precision': args.precision,
