@@ -32,3 +32,29 @@ def test_staged_restores_the_function_after_an_error():
     except RuntimeError:
         pass
     assert module.work is original
+
+
+def test_compare_rounds_alternates_which_loop_goes_first(monkeypatch):
+    """Round 1 reuses the run already measured; later rounds run both again, PyTorch first in
+    every other one; the ratio of a round is its medians' ratio."""
+    calls = []
+    ours = iter([{'iteration_s': [1.0, 3.0, 2.0], 'startup_s': 4.0},
+                 {'iteration_s': [1.5], 'startup_s': 5.0}])
+    torch = iter([2.0, 3.0, 4.0])
+
+    def measure(spec):
+        calls.append(('ours', spec['profile'], spec['quality_iterations']))
+        return next(ours)
+
+    def pytorch_seconds(args):
+        calls.append('torch')
+        return next(torch)
+
+    monkeypatch.setattr(benchmark, 'measure', measure)
+    monkeypatch.setattr(benchmark, 'pytorch_seconds', pytorch_seconds)
+    first = {'iteration_s': [1.2, 1.2], 'startup_s': 3.5}
+    rounds = benchmark.compare_rounds(types.SimpleNamespace(rounds=3),
+                                      {'profile': True, 'quality_iterations': 200}, first)
+    assert calls == ['torch', 'torch', ('ours', False, 0), ('ours', False, 0), 'torch']
+    assert [r['startup_s'] for r in rounds] == [3.5, 4.0, 5.0]
+    assert benchmark.round_ratios(rounds) == [1.2 / 2.0, 2.0 / 3.0, 1.5 / 4.0]
