@@ -369,9 +369,15 @@ def resolve_precision(options):
     precision = options.precision
     if precision == 'auto':
         from nst import tuning
-        precision = tuning.choose_precision(enabled=False if options.no_tune else None,
-                                            log=_note)
-        _note('--precision auto: %s' % precision)
+        enabled = False if options.no_tune else None
+        precision = tuning.choose_precision(enabled=enabled, log=_note)
+        if runtime.bfloat16_support() is None:
+            why = 'this CPU has no AVX512_BF16 or AMX-BF16'
+        elif not tuning.tuning_enabled(enabled):
+            why = 'not measured: --no-tune or NST_TUNE=0'
+        else:
+            why = 'the faster of the two matmuls on this CPU, as measured'
+        _note('--precision auto: %s (%s)' % (precision, why))
         return precision
     support = runtime.bfloat16_support() if precision == 'bfloat16' else None
     if precision == 'bfloat16' and support is None:

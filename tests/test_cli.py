@@ -924,6 +924,26 @@ def test_bfloat16_precision(cli, spy, monkeypatch, support):
             assert run.err == ''
 
 
+@pytest.mark.parametrize('support, no_tune, measured, why', [
+    (None, False, 'float32', 'this CPU has no AVX512_BF16 or AMX-BF16'),
+    ('amx', True, 'float32', 'not measured: --no-tune or NST_TUNE=0'),
+    ('amx', False, 'bfloat16', 'as measured'),
+    ('avx512', False, 'float32', 'as measured')])
+def test_precision_auto_says_what_it_chose_and_why(monkeypatch, capsys, support, no_tune,
+                                                   measured, why):
+    from nst import tuning
+    monkeypatch.setattr(runtime, 'bfloat16_support', lambda: support)
+    monkeypatch.delenv('NST_TUNE', raising=False)
+    asked = []
+    monkeypatch.setattr(tuning, 'choose_precision',
+                        lambda enabled, log: asked.append(enabled) or measured)
+    options = SimpleNamespace(precision='auto', no_tune=no_tune)
+    assert nst_cli.resolve_precision(options) == measured
+    assert asked == [False if no_tune else None]
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith('--precision auto: %s (' % measured) and why in line
+
+
 def test_progress_bar_next_to_the_course_lines(reference):
     err = reference.err
     assert '%d/%d' % (REFERENCE_ITERATIONS, REFERENCE_ITERATIONS) in err
