@@ -18,17 +18,21 @@ from nst import runtime
 KINDS = ('convolutions, forward', 'convolutions, input gradient', 'Gram matrices (forward)',
          'Gram matrices (gradient)', 'everything else (ReLU, bias, pools, costs, Adam)')
 CONVOLUTIONS = re.compile(r'Conv2D')  # Conv2D, _FusedConv2D, Conv2DBackpropInput, oneDNN's
+# Ops of a conv layer that are not its convolution: the bias, the ReLU and their gradients.
+NOT_CONVOLUTION = re.compile(r'Add|Relu|Cast|Identity|Sum')
 
 
 def kind_of(node_name, op_type):
     """Which of KINDS an op of the training step belongs to, by its type and name.
 
     A forward convolution of the transposed path is a Conv2DBackpropInput outside the
-    gradients; conv1_1's matmul input gradient is a MatMul inside a conv layer's gradient.
+    gradients; conv1_1's matmul input gradient is a MatMul inside a conv layer's gradient; a
+    Winograd convolution (nst.winograd) is the transforms, patches and matmuls in its layer.
     """
     in_gradient = node_name.startswith('gradients')
     in_conv_layer = re.search(r'(^|/)conv\d_\d', node_name) is not None
-    if CONVOLUTIONS.search(op_type) or (in_gradient and in_conv_layer and 'MatMul' in op_type):
+    if CONVOLUTIONS.search(op_type) or (in_conv_layer
+                                        and not NOT_CONVOLUTION.search(op_type)):
         return KINDS[1] if in_gradient else KINDS[0]
     if 'MatMul' in op_type:
         return KINDS[3] if in_gradient else KINDS[2]
@@ -53,9 +57,11 @@ def profile_step(sess, nst, steps=3):
 
 def print_profile(profile, convolution_gflop):
     """The table: each kind's milliseconds and share; the convolutions' GFLOP/s
-    (convolution_gflop: (forward, input gradient) minimal work per step)."""
+    (convolution_gflop: (forward, input gradient) minimal work per step of direct
+    convolutions: a Winograd convolution does less, so its rate is that of the direct work it
+    replaces)."""
     total = sum(profile.values())
-    rows = [('kind of work', 'ms per step', 'share', 'GFLOP/s')]
+    rows = [('kind of work', 'ms per step', 'share', 'GFLOP/s (direct work)')]
     for kind, seconds in profile.items():
         rate = ''
         if kind in KINDS[:2] and seconds > 0:

@@ -144,9 +144,11 @@ def print_report(info, height, width, precision, weights, paths, seconds, others
     print('Problem: VGG-19 at full width, %dx%d, %s; measured at %dx%d'
           % ((width, height, precision) + tuple(tuning.measured_size(height, width))[::-1]))
     print()
-    header = '%-17s %-18s %10s %13s %14s   %-14s %-14s %6s' % (
+    columns = (('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul'),
+               ('winograd', 'winograd'))
+    header = '%-17s %-18s %10s %13s %14s %9s   %-14s %-14s %6s' % (
         'layers', 'shape HxW Cin->Cout', 'direct/tf', 'transposed/tf', 'direct/matmul',
-        'choice', 'default', 'took')
+        'winograd', 'choice', 'default', 'took')
     print(header)
     print('-' * len(header))
     for record in records:
@@ -160,13 +162,11 @@ def print_report(info, height, width, precision, weights, paths, seconds, others
                          if tuning.confirmation_shape(s, full_shapes[name]) == shape]
             layers = names[0] if len(names) == 1 else '%s-%s' % (names[0], names[-1])
             layers += ' (again)' if confirming else ''
-            cells = [ms(times[c]) if c in times else '-'
-                     for c in (('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul'))]
+            cells = [ms(times[c]) if c in times else '-' for c in columns]
             choice = '/'.join(paths.conv[names[0]])
             default = '/'.join(fast_ops.default_conv_path(shape[2]))
-            print('%-17s %-18s %10s %13s %14s   %-14s %-14s %5.2fs' % (
-                layers, '%dx%d %d->%d' % shape, cells[0], cells[1], cells[2], choice, default,
-                record['seconds']))
+            print('%-17s %-18s %10s %13s %14s %9s   %-14s %-14s %5.2fs' % (
+                layers, '%dx%d %d->%d' % shape, *cells, choice, default, record['seconds']))
     print('(milliseconds of what the candidates differ in, best of the timed runs: the forward '
           'pass, plus the input gradient where they differ)')
     for record in records:

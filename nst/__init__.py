@@ -11,6 +11,7 @@ One module per concern; modules import only modules listed above them, never the
     matfile     a streaming MATLAB v5 reader (only the layers needed)
     weights     reading and checking MatConvNet's VGG-19 conv weights
     synthetic   MatConvNet-layout weight files with random weights, for tests and benchmarks
+    winograd    Winograd convolutions F(4x4, 3x3) from TensorFlow ops
     fast_ops    faster TensorFlow ops with the same results (pooling, convolutions)
     tuning      choosing the fast paths by measuring them on this machine, cached
     vgg         the VGG-19 graph

@@ -1,8 +1,9 @@
 """Fast TensorFlow ops beneath the VGG graph: each computes what tf.nn computes, faster on oneDNN.
 
 - avg_pool_2x2: tf.nn.avg_pool with a broadcast gradient;
-- conv2d_same: tf.nn.conv2d (stride 1, SAME), as a transposed convolution on wide layers and
-  with a matmul input gradient on conv1_1's three channels.
+- conv2d_same: tf.nn.conv2d (stride 1, SAME), as a transposed convolution on wide layers, as
+  a Winograd convolution (nst.winograd) where this machine runs that faster, and with a matmul
+  input gradient on conv1_1's three channels.
 Each has a test against TensorFlow's own op and gradient (tests/test_fast_ops.py).
 """
 
@@ -13,8 +14,8 @@ from nst.runtime import import_tf, onednn_enabled
 # The paths each op can take. Which is fastest depends on the CPU, TensorFlow's kernels (oneDNN
 # or Eigen) and the layer's shape: nst.tuning measures them on the run's shapes;
 # default_conv_path and Paths() are what runs when it does not.
-CONV_FORWARD = ('direct', 'transposed')
-CONV_INPUT_GRADIENT = ('tf', 'matmul')
+CONV_FORWARD = ('direct', 'transposed', 'winograd')
+CONV_INPUT_GRADIENT = ('tf', 'matmul', 'winograd')  # 'winograd' goes with that forward only
 POOL_GRADIENT = ('tf', 'broadcast')
 # Up to this many input channels (conv1_1's 3 colours) the matmul input gradient pays.
 NARROW_CONV_MAX_CHANNELS = 4
@@ -178,6 +179,8 @@ def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
             return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
     if forward == 'direct':
         return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
+    if forward == 'winograd':
+        return _winograd_conv2d(x, kernel)
     if rotated is None:
         rotated = rotate_kernel(kernel)
 
@@ -195,6 +198,37 @@ def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
         return outputs, gradient
 
     return conv(x, kernel, rotated)
+
+
+def _winograd_conv2d(x, kernel):
+    """conv2d_same(x, kernel) both ways as Winograd convolutions (nst.winograd).
+
+    The kernel's transforms are computed at each run from the kernel as stored (a matmul, a
+    few ms at 512 channels): kept as variables they would take four times the kernels' memory.
+    The input gradient is the convolution of the gradient with the rotated kernel, whose
+    transform is the kernel's with its taps reversed (winograd.kernel_transform(rotate=True)).
+    """
+    from nst import winograd
+    tf = import_tf()
+
+    # The kernel is an argument, not captured (see conv2d_same).
+    @tf.custom_gradient
+    def conv(inputs, kernel):
+        # Each transform waits for its convolution's input: depending on the weights alone,
+        # every layer's would be ready at the start of a step and held until used (+230 MB
+        # at 400x300 with Winograd from conv4_1 on).
+        with tf.control_dependencies([inputs]):
+            transformed = winograd.kernel_transform(kernel)
+        outputs = winograd.conv2d_same(inputs, transformed)
+
+        def gradient(d_outputs):
+            with tf.control_dependencies([d_outputs]):
+                transformed = winograd.kernel_transform(kernel, rotate=True)
+            d_inputs = winograd.conv2d_same(d_outputs, transformed, transposed=True)
+            return d_inputs, None  # the weights are not trained
+        return outputs, gradient
+
+    return conv(x, kernel)
 
 
 _GRAM_GRADIENT = 'NSTGramGradient'

@@ -36,7 +36,7 @@ from nst.config import VGG19_CONV_LAYERS
 from nst.files import atomic_write
 
 CACHE_FILE = 'tuning.json'
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: Winograd convolutions among the candidates (earlier choices are stale)
 # The CPU flags that change which kernels TensorFlow and oneDNN run.
 KEY_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
 # --precision auto takes bfloat16 only when its matmul beats float32's by this much: the Gram
@@ -128,14 +128,22 @@ def pool_shapes(weights, height, width):
     return shapes
 
 
-def conv_candidates(channels_in):
+def conv_candidates(channels_in, precision='float32'):
     """The (forward, input_gradient) paths worth timing for a layer with this many inputs.
 
     The matmul input gradient holds nine planes per input channel: only for narrow layers.
+    A wide layer's direct forward path is timed only without oneDNN: with it, that path was
+    never faster than the transposed one on either kind of CPU measured (a tie on the AVX-512
+    Xeon below 256 channels; 1.1-3x slower on the AVX2 EPYC, and an im2col GEMM there whose
+    speed collapses on large maps). Winograd convolutions (nst.winograd) are for float32 only.
     """
-    candidates = [('direct', 'tf'), ('transposed', 'tf')]
     if channels_in <= fast_ops.NARROW_CONV_MAX_CHANNELS:
-        candidates.append(('direct', 'matmul'))
+        return [('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul')]
+    candidates = [('transposed', 'tf')]
+    if not runtime.onednn_enabled():
+        candidates.insert(0, ('direct', 'tf'))
+    if precision == 'float32':
+        candidates.append(('winograd', 'winograd'))
     return candidates
 
 
@@ -285,20 +293,23 @@ def _random_variable(tf, shape, dtype, scale=1.0):
 
 
 def measure_conv(shape, precision='float32'):
-    """{(forward, input_gradient): seconds} for each of conv_candidates: what the candidates
-    differ in, timed in one layer's graph.
+    """{(forward, input_gradient): seconds} for each of conv_candidates: what ranks the
+    candidates, timed in one layer's graph.
 
-    Both forward paths have the same input gradient, TensorFlow's backward-data convolution of
-    the kernel as stored (fast_ops.conv2d_same), so that is timed only where a candidate takes
-    another one (the matmul gradient of narrow layers): a wide layer's candidates are timed by
-    their forward passes alone (conv, bias and ReLU, as a step runs them), which halves the
+    The direct and transposed forward paths have the same input gradient, TensorFlow's
+    backward-data convolution of the kernel as stored (fast_ops.conv2d_same), so gradients are
+    timed only where a candidate takes another one with the same forward path (the matmul
+    gradient of narrow layers). Elsewhere the forward passes alone (conv, bias and ReLU, as a
+    step runs them) rank the candidates: each one's input gradient is the same kind of
+    convolution as its forward pass and of the same size, channels swapped (the transposed
+    path's a backward-data convolution, Winograd's a Winograd convolution). That halves the
     measuring (at 400x300 on 2 AVX2 cores, 5.3 -> 3.7 s in all).
     """
     tf = runtime.import_tf()
     height, width, channels_in, channels_out = shape
     dtype = tf.bfloat16 if precision == 'bfloat16' else tf.float32
-    candidates = conv_candidates(channels_in)
-    gradients = sorted({gradient for _, gradient in candidates})
+    candidates = conv_candidates(channels_in, precision)
+    gradients = sorted({gradient for forward, gradient in candidates if forward == 'direct'})
     with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
         x = _random_variable(tf, [1, height, width, channels_in], dtype)
         kernel = _random_variable(tf, [3, 3, channels_in, channels_out], dtype,
@@ -307,10 +318,12 @@ def measure_conv(shape, precision='float32'):
         rotated = tf.Variable(fast_ops.rotate_kernel(kernel), trainable=False)
         d_outputs = _random_variable(tf, [1, height, width, channels_out], dtype)
         parts = {}
-        for forward in sorted({forward for forward, _ in candidates}):
-            outputs = tf.nn.relu(fast_ops.conv2d_same(
-                x, kernel, rotated if forward == 'transposed' else None, forward, 'tf') + bias)
-            parts['forward', forward] = outputs.op
+        for forward, gradient in candidates:
+            if ('forward', forward) not in parts:
+                outputs = tf.nn.relu(fast_ops.conv2d_same(
+                    x, kernel, rotated if forward == 'transposed' else None, forward,
+                    gradient) + bias)
+                parts['forward', forward] = outputs.op
         if len(gradients) > 1:
             for gradient in gradients:
                 outputs = fast_ops.conv2d_same(x, kernel, None, 'direct', gradient)
@@ -421,7 +434,7 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
 
     def conv_choice(shape):
         key = conv_key(machine, precision, shape)
-        choice = _cached_choice(entries, path, key, conv_candidates(shape[2]))
+        choice = _cached_choice(entries, path, key, conv_candidates(shape[2], precision))
         if choice is None:
             measuring()
             times = measure_conv(shape, precision)

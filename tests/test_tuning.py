@@ -101,11 +101,19 @@ def test_layer_shapes_at_the_runs_size():
     assert tuning.pool_shapes(three, 30, 40) == [(30, 40, 4)]
 
 
-def test_matmul_gradient_only_a_candidate_for_narrow_layers():
-    assert ('direct', 'matmul') in tuning.conv_candidates(3)
-    assert ('direct', 'matmul') not in tuning.conv_candidates(64)
-    for channels in (3, 64, 512):
-        assert {('direct', 'tf'), ('transposed', 'tf')} <= set(tuning.conv_candidates(channels))
+@pytest.mark.parametrize('onednn', [True, False])
+def test_candidates_by_width_kernels_and_precision(monkeypatch, onednn):
+    """Narrow layers: both forward paths and the matmul gradient. Wide ones: the transposed
+    path, the direct one only without oneDNN, Winograd only in float32."""
+    monkeypatch.setattr(tuning.runtime, 'onednn_enabled', lambda: onednn)
+    for precision in ('float32', 'bfloat16'):
+        assert tuning.conv_candidates(3, precision) == [
+            ('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul')]
+    for channels in (64, 512):
+        wide = [('direct', 'tf')] if not onednn else []
+        wide += [('transposed', 'tf')]
+        assert tuning.conv_candidates(channels, 'bfloat16') == wide
+        assert tuning.conv_candidates(channels) == wide + [('winograd', 'winograd')]
 
 
 def test_untuned_forward_path_follows_the_kernels(monkeypatch):
@@ -144,6 +152,8 @@ def small_wins_for_direct(monkeypatch):
 
 
 def test_a_direct_path_is_confirmed_before_a_larger_run_takes_it(monkeypatch):
+    # Without oneDNN, where wide layers have a direct candidate too.
+    monkeypatch.setattr(tuning.runtime, 'onednn_enabled', lambda: False)
     measured = small_wins_for_direct(monkeypatch)
     weights = random_weights(depth=7)  # conv1_1 ... conv3_3: conv3_1-conv3_3 of one shape
     paths = tuning.choose_paths(weights, 900, 1200, enabled=True)  # measured at 300x400
@@ -392,10 +402,13 @@ def test_precision_is_float32_when_bfloat16_matmul_fails(monkeypatch):
     assert 'failed' in lines[-1]
 
 
-def test_a_wide_layer_times_only_its_forward_passes(monkeypatch):
-    """Both forward paths of a wide layer share TensorFlow's input gradient, so only the
-    forwards are timed; a narrow layer's candidates also differ in their gradient, timed too.
+@pytest.mark.parametrize('onednn', [True, False])
+def test_a_wide_layer_times_only_its_forward_passes(monkeypatch, onednn):
+    """A wide layer's candidates are ranked by their forward passes (each one's gradient is the
+    same kind of convolution as its forward, of the same size), so only those are timed; a
+    narrow layer's candidates with the same forward differ in their gradient, timed too.
     Each candidate's seconds are the sum of the parts it takes."""
+    monkeypatch.setattr(tuning.runtime, 'onednn_enabled', lambda: onednn)
     timed = []
 
     def fake_times(sess, targets):
@@ -405,8 +418,13 @@ def test_a_wide_layer_times_only_its_forward_passes(monkeypatch):
                 for index, part in enumerate(sorted(targets))}
     monkeypatch.setattr(tuning, 'time_candidates', fake_times)
     wide = tuning.measure_conv((6, 8, 8, 4))
-    assert timed[-1] == [('forward', 'direct'), ('forward', 'transposed')]
-    assert wide == {('direct', 'tf'): 1.0, ('transposed', 'tf'): 2.0}
+    forwards = (['direct'] if not onednn else []) + ['transposed', 'winograd']
+    assert timed[-1] == [('forward', forward) for forward in forwards]
+    assert wide == {candidate: 1.0 + index for index, candidate in
+                    enumerate(tuning.conv_candidates(8))}
+    assert tuning.measure_conv((6, 8, 8, 4), 'bfloat16') == {
+        candidate: 1.0 + index for index, candidate in
+        enumerate(tuning.conv_candidates(8, 'bfloat16'))}
     narrow = tuning.measure_conv((6, 8, 3, 4))
     assert timed[-1] == [('forward', 'direct'), ('forward', 'transposed'),
                          ('gradient', 'matmul'), ('gradient', 'tf')]
@@ -445,10 +463,14 @@ def test_tuned_graph_matches_the_default_graph():
     other = fast_ops.Paths(  # every layer on a path that is not its default
         conv={name: ('transposed', 'tf') if fast_ops.default_conv_path(w.shape[2])[0] == 'direct'
               else ('direct', 'tf') for name, (w, _) in weights.items()}, pool_gradient='tf')
+    winograd = fast_ops.Paths(  # every wide layer a Winograd convolution, both ways
+        conv={name: ('winograd', 'winograd') for name, (w, _) in weights.items()
+              if w.shape[2] > fast_ops.NARROW_CONV_MAX_CHANNELS})
     image = np.random.default_rng(2).normal(0, 50, (1, height, width, 3)).astype(np.float32)
     expected = activations_and_gradient(weights, height, width, fast_ops.Paths(), image)
-    for paths in (tuned, other):
+    # Of the largest value; Winograd's transforms cost float32 a few bits (nst.winograd).
+    for paths, tolerance in ((tuned, 5e-5), (other, 1e-5), (winograd, 5e-5)):
         got = activations_and_gradient(weights, height, width, paths, image)
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, rtol=1e-4,
-                                       atol=1e-5 * np.abs(value).max(), err_msg=name)
+                                       atol=tolerance * np.abs(value).max(), err_msg=name)
