@@ -2,8 +2,9 @@
 
     python benchmarks/onednn_layers.py [--iterations 8] [--width 400]
 
-Both loops (ours as benchmark.py builds it, with this machine's tuned paths; PyTorch's
-pytorch_baseline.py) run in child processes with ONEDNN_VERBOSE=1, which makes oneDNN print
+Both loops (ours as benchmark.py builds it but on the untuned paths, NST_TUNE=0, so that
+every layer runs a oneDNN convolution; PyTorch's pytorch_baseline.py) run in child processes
+with ONEDNN_VERBOSE=1, which makes oneDNN print
 every primitive it executes with its implementation and milliseconds. For each VGG layer the
 table gives the median milliseconds per call of its convolution forward and of its input
 gradient (backward-data), and the implementation oneDNN chose. Our forward pass runs as a
@@ -99,8 +100,8 @@ def layer_table(ours, torch, height, width):
 
 
 def run_child(command):
-    """stdout of command run with ONEDNN_VERBOSE=1 (TensorFlow's own log quiet)."""
-    env = dict(os.environ, ONEDNN_VERBOSE='1', TF_CPP_MIN_LOG_LEVEL='3')
+    """stdout of command run with ONEDNN_VERBOSE=1 (TensorFlow's own log quiet), untuned."""
+    env = dict(os.environ, ONEDNN_VERBOSE='1', TF_CPP_MIN_LOG_LEVEL='3', NST_TUNE='0')
     process = subprocess.run(command, env=env, capture_output=True, text=True)
     if process.returncode != 0:
         sys.stderr.write(process.stderr[-3000:])
@@ -109,7 +110,8 @@ def run_child(command):
 
 
 def our_loop(width, steps):
-    """This script's --worker: our loop as benchmark.py builds it, `steps` Adam steps."""
+    """This script's --worker: our loop as benchmark.py builds it, `steps` Adam steps (on the
+    paths NST_TUNE says: run_child turns the tuning off)."""
     tf = runtime.import_tf()
     weights = problem.read_weights(problem.weights_file(problem.DEFAULT_CACHE, with_fc=False))
     content_image, style_image = problem.load_images(width)

@@ -161,6 +161,8 @@ def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
     convolution; its gradient, the ordinary backward-data convolution of the kernel as stored,
     stays one too. input_gradient='matmul' computes a direct convolution's input gradient as
     one matmul and shifted sums (_narrow_conv_input_gradient), for layers with few channels.
+    forward='winograd' runs both directions as Winograd convolutions (nst.winograd; float32,
+    within about 1e-5 of the largest value), whatever input_gradient says.
     Both default to default_conv_path(C_in).
     x: (1, H, W, C_in); kernel: (3, 3, C_in, C_out); rotated: rotate_kernel(kernel), stored
     beside it (else computed in the graph at every run). Returns (1, H, W, C_out).

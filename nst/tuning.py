@@ -2,16 +2,17 @@
 
 Which way of computing a convolution or a pool gradient is fastest depends on the CPU, on
 TensorFlow's kernels (oneDNN or Eigen) and on the layer's shape: on an AVX-512 Xeon with oneDNN
-the two forward paths tie below 256 input channels, on an AVX2 EPYC with oneDNN the transposed
-one wins from conv1_2 on, and with Eigen (oneDNN off) the direct one does (the untuned
-defaults in nst.fast_ops follow these).
+the direct and transposed forward paths tie below 256 input channels, on an AVX2 EPYC with
+oneDNN the transposed one wins from conv1_2 on and a Winograd convolution (nst.winograd) from
+conv2_2 or conv3_1 on (1.2-1.7x as fast there), and with Eigen (oneDNN off) the direct one
+beats the transposed one (the untuned defaults in nst.fast_ops follow these, without Winograd).
 choose_paths times each candidate path of each distinct layer shape of the run (forward with
-bias and ReLU, and the gradient with respect to the input where the candidates' gradients
-differ, as a training step runs them) in a small graph of its own, keeps the fastest, and
-caches the choice in a JSON file, keyed by the machine (CPU model and flags, usable cores,
-TensorFlow's version, oneDNN on or off), the precision and the shape: each is measured once,
-about 3.7 s at 400x300 on 2 AVX2 cores (benchmarks/tuning_report.py prints what it measures
-and chooses).
+bias and ReLU, and the gradient with respect to the input where candidates with the same
+forward pass differ in it, as a training step runs them) in a small graph of its own, keeps
+the fastest, and caches the choice in a JSON file, keyed by the machine (CPU model and flags,
+usable cores, TensorFlow's version, oneDNN on or off), the precision and the shape: each is
+measured once, about 3.7 s at 400x300 on 2 AVX2 cores (benchmarks/tuning_report.py prints what
+it measures and chooses).
 
 NST_TUNE=0 (or enabled=False, the command line's --no-tune) turns it off: the defaults run.
 The cache is $NST_CACHE_DIR/tuning.json, else $XDG_CACHE_HOME/nst-style-transfer/tuning.json
