@@ -4,11 +4,13 @@
 - conv2d_same: tf.nn.conv2d (stride 1, SAME), as a transposed convolution on wide layers, as
   a Winograd convolution (nst.winograd) where this machine runs that faster, and with a matmul
   input gradient on conv1_1's three channels.
-Each has a test against TensorFlow's own op and gradient (tests/test_fast_ops.py).
+Each has a test against TensorFlow's own op and gradient (tests/test_fast_ops.py; the Winograd
+convolution's own in tests/test_winograd.py).
 """
 
 import numpy as np
 
+from nst import winograd
 from nst.runtime import import_tf, onednn_enabled
 
 # The paths each op can take. Which is fastest depends on the CPU, TensorFlow's kernels (oneDNN
@@ -210,7 +212,6 @@ def _winograd_conv2d(x, kernel):
     The input gradient is the convolution of the gradient with the rotated kernel, whose
     transform is the kernel's with its taps reversed (winograd.kernel_transform(rotate=True)).
     """
-    from nst import winograd
     tf = import_tf()
 
     # The kernel is an argument, not captured (see conv2d_same).
