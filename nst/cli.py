@@ -172,7 +172,9 @@ def build_parser(content_layer, style_layers):
     model.add_argument('--no-tune', action='store_true',
                        help='do not measure the fastest way to run each layer on this CPU '
                             '(done once, a few seconds, cached in ~/.cache/nst-style-transfer); '
-                            'use the built-in choices (also: environment variable NST_TUNE=0)')
+                            'use the built-in choices, which include no Winograd convolutions '
+                            '(their results differ from a direct convolution\'s by about 1e-5 '
+                            'of the largest value) (also: environment variable NST_TUNE=0)')
 
     cost = parser.add_argument_group('cost and optimisation')
     cost.add_argument('--alpha', type=non_negative_float, default=10.0,
