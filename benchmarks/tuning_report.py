@@ -167,8 +167,9 @@ def print_report(info, height, width, precision, weights, paths, seconds, others
             default = '/'.join(fast_ops.default_conv_path(shape[2]))
             print('%-17s %-18s %10s %13s %14s %9s   %-14s %-14s %5.2fs' % (
                 layers, '%dx%d %d->%d' % shape, *cells, choice, default, record['seconds']))
-    print('(milliseconds of what the candidates differ in, best of the timed runs: the forward '
-          'pass, plus the input gradient where they differ)')
+    print('(milliseconds, best of the timed runs: the forward pass and the input gradient, the '
+          'gradient timed where candidates with the same forward pass differ in it, else '
+          'estimated by a forward pass of its kind)')
     for record in records:
         if record['what'] == 'pool':
             times = record['times']

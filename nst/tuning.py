@@ -297,14 +297,14 @@ def measure_conv(shape, precision='float32'):
     """{(forward, input_gradient): seconds} for each of conv_candidates: what ranks the
     candidates, timed in one layer's graph.
 
-    The direct and transposed forward paths have the same input gradient, TensorFlow's
-    backward-data convolution of the kernel as stored (fast_ops.conv2d_same), so gradients are
-    timed only where a candidate takes another one with the same forward path (the matmul
-    gradient of narrow layers). Elsewhere the forward passes alone (conv, bias and ReLU, as a
-    step runs them) rank the candidates: each one's input gradient is the same kind of
-    convolution as its forward pass and of the same size, channels swapped (the transposed
-    path's a backward-data convolution, Winograd's a Winograd convolution). That halves the
-    measuring (at 400x300 on 2 AVX2 cores, 5.3 -> 3.7 s in all).
+    The forward passes are timed (conv, bias and ReLU, as a step runs them); the input
+    gradients only where candidates with the same forward pass differ in it (the matmul
+    gradient of narrow layers). Elsewhere a candidate's gradient is estimated by a forward
+    pass of the same kind and size (channels swapped), timed anyway: TensorFlow's
+    backward-data convolution of the kernel as stored (the direct and transposed paths'
+    gradient, fast_ops.conv2d_same) by the transposed path's forward pass, which is one;
+    Winograd's by Winograd's. That halves the measuring (at 400x300 on 2 AVX2 cores, 5.3 ->
+    3.7 s in all).
     """
     tf = runtime.import_tf()
     height, width, channels_in, channels_out = shape
@@ -333,8 +333,13 @@ def measure_conv(shape, precision='float32'):
         sess.run([v.initializer for v in (x, kernel, bias, d_outputs)])
         sess.run(rotated.initializer)  # stored rotated, as VGGBuilder does with a session
         times = time_candidates(sess, parts)
+    # A gradient not timed is estimated by the forward pass of its own kind: TensorFlow's
+    # backward-data convolution by the transposed path's, Winograd's by Winograd's.
+    estimate = {'tf': ('forward', 'transposed'), 'winograd': ('forward', 'winograd')}
     return {(forward, gradient):
-            times['forward', forward] + times.get(('gradient', gradient), 0.0)
+            times['forward', forward] + times[('gradient', gradient)
+                                              if ('gradient', gradient) in times
+                                              else estimate[gradient]]
             for forward, gradient in candidates}
 
 

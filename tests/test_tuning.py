@@ -404,10 +404,10 @@ def test_precision_is_float32_when_bfloat16_matmul_fails(monkeypatch):
 
 @pytest.mark.parametrize('onednn', [True, False])
 def test_a_wide_layer_times_only_its_forward_passes(monkeypatch, onednn):
-    """A wide layer's candidates are ranked by their forward passes (each one's gradient is the
-    same kind of convolution as its forward, of the same size), so only those are timed; a
-    narrow layer's candidates with the same forward differ in their gradient, timed too.
-    Each candidate's seconds are the sum of the parts it takes."""
+    """A wide layer's forward passes are timed and its gradients estimated by the forward pass
+    of their kind (TensorFlow's backward-data convolution by the transposed forward, Winograd's
+    by Winograd's); a narrow layer's candidates with the same forward differ in their gradient,
+    timed too. Each candidate's seconds are the sum of the parts it takes."""
     monkeypatch.setattr(tuning.runtime, 'onednn_enabled', lambda: onednn)
     timed = []
 
@@ -420,11 +420,16 @@ def test_a_wide_layer_times_only_its_forward_passes(monkeypatch, onednn):
     wide = tuning.measure_conv((6, 8, 8, 4))
     forwards = (['direct'] if not onednn else []) + ['transposed', 'winograd']
     assert timed[-1] == [('forward', forward) for forward in forwards]
-    assert wide == {candidate: 1.0 + index for index, candidate in
-                    enumerate(tuning.conv_candidates(8))}
-    assert tuning.measure_conv((6, 8, 8, 4), 'bfloat16') == {
-        candidate: 1.0 + index for index, candidate in
-        enumerate(tuning.conv_candidates(8, 'bfloat16'))}
+    forward = {name: 1.0 + index for index, name in enumerate(forwards)}  # as fake_times
+    expected = {('transposed', 'tf'): 2 * forward['transposed'],
+                ('winograd', 'winograd'): 2 * forward['winograd']}
+    if not onednn:
+        expected['direct', 'tf'] = forward['direct'] + forward['transposed']
+    assert wide == expected
+    # No Winograd in bfloat16: the same forward passes but Winograd's.
+    bf16 = {('direct', 'tf'): 1.0 + 2.0, ('transposed', 'tf'): 2.0 + 2.0} if not onednn else \
+        {('transposed', 'tf'): 1.0 + 1.0}
+    assert tuning.measure_conv((6, 8, 8, 4), 'bfloat16') == bf16
     narrow = tuning.measure_conv((6, 8, 3, 4))
     assert timed[-1] == [('forward', 'direct'), ('forward', 'transposed'),
                          ('gradient', 'matmul'), ('gradient', 'tf')]
