@@ -70,6 +70,7 @@ import numpy as np
 import benchmark_problem as problem
 import step_profile
 from benchmark_problem import cli, optimize, runtime, vgg
+from nst import tuning
 
 # Targets of issues 4 and 10 (on 2-core machines at 400x300).
 TARGET_PYTORCH_RATIO = 0.80  # our time per iteration / the PyTorch loop's, on every CPU kind
@@ -80,7 +81,7 @@ TARGET_STARTUP_S = 3.0       # beyond `import tensorflow`, real-size file, later
 TARGET_FIRST_STARTUP_S = 8.0  # the same on first use, with the tuning measurement
 TARGET_BF16_SPEEDUP = 1.7    # fp32 time / bf16 time (issue 4; possible only with AMX)
 TARGET_BF16_COST = 0.02      # relative difference of the cost after 200 iterations
-KEY_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
+KEY_FLAGS = tuning.KEY_FLAGS  # the CPU flags that change which kernels run
 
 MATMUL_SIZES = (2048, 3072, 4096)
 BUSY_SPREAD = 0.15  # a larger change of the matmul peak during the run means a busy machine
@@ -157,7 +158,6 @@ def run_worker(spec):
     x0 = problem.initial_image(content_image, spec['seed'])
     stage('read images')
     result = {'precision': spec['precision']}
-    from nst import tuning
     with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess, \
             staged(tuning, 'choose_paths', after=lambda: stage('fast paths (tuning)')), \
             staged(vgg, 'build_vgg_graph', after=lambda: stage('VGG graph, weights loaded')), \

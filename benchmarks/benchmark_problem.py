@@ -15,6 +15,7 @@ and are written once, atomically (temp file, then rename):
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -119,6 +120,23 @@ def build(sess, vgg_weights, content_image, style_image, precision='float32', tu
     model = vgg.build_vgg_graph(vgg_weights, height, width, precision=precision, sess=sess,
                                 paths=paths)
     return art_generation.build_style_transfer(sess, model, content_image, [style_image])
+
+
+@contextlib.contextmanager
+def warm_session(width=WIDTH, tune=True, cache_dir=DEFAULT_CACHE, steps=3):
+    """A session holding the problem (build, from the conv-only weight file), initialised at the
+    course's starting image, after `steps` Adam steps (oneDNN creates its kernels and
+    TensorFlow optimises the graph on the first ones). Yields (sess, nst, weights)."""
+    tf = runtime.import_tf()
+    weights = read_weights(weights_file(cache_dir, with_fc=False))
+    content_image, style_image = load_images(width)
+    with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
+        nst = build(sess, weights, content_image, style_image, tune=tune)
+        sess.run(nst.initializer, nst.feeds)
+        nst.set_input(sess, initial_image(content_image))
+        for _ in range(steps):
+            nst.run(sess, nst.train_step)
+        yield sess, nst, weights
 
 
 def conv_shapes(model, vgg_weights):

@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 import benchmark_problem as problem
-from nst import config, runtime, synthetic
+from nst import runtime, synthetic, tuning, weights
 
 SHAPE = re.compile(r'mb1_ic(\d+)oc(\d+)_ih(\d+)oh\d+.*_iw(\d+)ow')
 
@@ -57,17 +57,13 @@ def parse_verbose(text):
 
 def layer_shapes(height, width):
     """[(layer, C_in, C_out, H, W), ...] of conv1_1 ... conv5_1 at this image size."""
-    kernels = synthetic.kernel_shapes(synthetic.REAL_WIDTHS, with_fc=False)
-    rows = []
-    for name in config.VGG19_CONV_LAYERS:
-        block = int(name[4])
-        if block > 1 and name.endswith('_1'):
-            height, width = -(-height // 2), -(-width // 2)  # a SAME 2x2 pool before it
-        _, _, channels_in, channels_out = kernels[name]
-        rows.append((name, channels_in, channels_out, height, width))
-        if name == 'conv5_1':
-            return rows
-    return rows
+    # The course's layers (as benchmark_problem.read_weights reads them), each kernel a
+    # kernel-shaped view of one zero: nst.tuning.conv_shapes reads only the shapes.
+    kernels = {name: (np.broadcast_to(np.float32(0), shape),) for name, shape in
+               synthetic.kernel_shapes(synthetic.REAL_WIDTHS, with_fc=False).items()
+               if name in weights.layers_needed(['conv5_1'])}
+    shapes = tuning.conv_shapes(kernels, height, width)
+    return [(name, c_in, c_out, h, w) for name, (h, w, c_in, c_out) in shapes.items()]
 
 
 def per_call(convolutions, key):
@@ -112,15 +108,8 @@ def run_child(command):
 def our_loop(width, steps):
     """This script's --worker: our loop as benchmark.py builds it, `steps` Adam steps (on the
     paths NST_TUNE says: run_child turns the tuning off)."""
-    tf = runtime.import_tf()
-    weights = problem.read_weights(problem.weights_file(problem.DEFAULT_CACHE, with_fc=False))
-    content_image, style_image = problem.load_images(width)
-    with tf.Session(config=runtime.session_config()) as sess:
-        nst = problem.build(sess, weights, content_image, style_image)
-        sess.run(nst.initializer, nst.feeds)
-        nst.set_input(sess, problem.initial_image(content_image))
-        for _ in range(steps):
-            nst.run(sess, nst.train_step)
+    with problem.warm_session(width, steps=steps):
+        pass
 
 
 def main(argv=None):
@@ -154,7 +143,7 @@ def main(argv=None):
     rows, per_step = layer_table(ours, torch, height, args.width)
     print('oneDNN convolutions at %dx%d on %s (%s), median ms per call:'
           % (args.width, height, runtime.cpu_model(), ' '.join(
-              sorted(runtime.cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'}))))
+              sorted(runtime.cpu_flags() & set(tuning.KEY_FLAGS)))))
     problem.print_table([('layer', 'map, channels', 'ours fwd', 'ours grad', 'torch fwd',
                           'torch grad', 'kernels (ours and torch)')] + rows)
     print('convolutions per step: ours %.0f ms, PyTorch %.0f ms (ours / PyTorch %.2f)'

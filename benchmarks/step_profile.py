@@ -78,19 +78,11 @@ def main(argv=None):
     parser.add_argument('--no-tune', action='store_true', help='the untuned default paths')
     parser.add_argument('--cache', default=problem.DEFAULT_CACHE)
     args = parser.parse_args(argv)
-    tf = runtime.import_tf()
-    weights = problem.read_weights(problem.weights_file(args.cache, with_fc=False))
-    content_image, style_image = problem.load_images(args.width)
-    with tf.Session(config=runtime.session_config()) as sess:
-        nst = problem.build(sess, weights, content_image, style_image, tune=not args.no_tune)
-        sess.run(nst.initializer, nst.feeds)
-        nst.set_input(sess, problem.initial_image(content_image))
-        for _ in range(3):  # oneDNN creates its kernels and TensorFlow optimises the graph
-            nst.run(sess, nst.train_step)
+    with problem.warm_session(args.width, not args.no_tune, args.cache) as (sess, nst, weights):
         profile = profile_step(sess, nst, args.steps)
         one_way = sum(row[3] for row in problem.work_per_iteration(
             problem.conv_shapes(nst.model, weights))) / 1e9
-    _, height, width, _ = content_image.shape
+        _, height, width, _ = nst.model['input'].get_shape().as_list()
     print('Where a step goes at %dx%d (%s, oneDNN %s), %d traced steps:'
           % (width, height, runtime.cpu_model(), 'on' if runtime.onednn_enabled() else 'off',
              args.steps))

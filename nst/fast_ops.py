@@ -13,11 +13,9 @@ import numpy as np
 from nst import winograd
 from nst.runtime import import_tf, onednn_enabled
 
-# The paths each op can take. Which is fastest depends on the CPU, TensorFlow's kernels (oneDNN
-# or Eigen) and the layer's shape: nst.tuning measures them on the run's shapes;
+# The paths each op can take (Paths). Which is fastest depends on the CPU, TensorFlow's kernels
+# (oneDNN or Eigen) and the layer's shape: nst.tuning measures them on the run's shapes;
 # default_conv_path and Paths() are what runs when it does not.
-CONV_FORWARD = ('direct', 'transposed', 'winograd')
-CONV_INPUT_GRADIENT = ('tf', 'matmul', 'winograd')  # 'winograd' goes with that forward only
 POOL_GRADIENT = ('tf', 'broadcast')
 # Up to this many input channels (conv1_1's 3 colours) the matmul input gradient pays.
 NARROW_CONV_MAX_CHANNELS = 4
@@ -41,8 +39,9 @@ def default_conv_path(channels_in):
 class Paths:
     """Which path each op of one VGG graph takes.
 
-    conv: {conv layer name: (forward, input_gradient)}; layers not in it take
-    default_conv_path(C_in). pool_gradient: one of POOL_GRADIENT, for every average pool.
+    conv: {conv layer name: (forward, input_gradient)}, forward 'direct', 'transposed' or
+    'winograd', input_gradient 'tf', 'matmul' or (with a Winograd forward only) 'winograd';
+    layers not in it take default_conv_path(C_in). pool_gradient: one of POOL_GRADIENT, for every average pool.
     """
 
     def __init__(self, conv=None, pool_gradient='broadcast'):
