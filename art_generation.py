@@ -118,7 +118,7 @@ def build_style_transfer(sess, model, content_image, style_images, *, blend_weig
     alone, such as the style's Gram matrices, is computed once, not at every step.
     Returns the nst.optimize.StyleTransfer that model_nn runs.
     """
-    set_input = optimize.InputSetter(model)
+    set_input = optimize.InputSetter.of(model)
     fixed = optimize.FixedInputs()
     blend_weights = blend_weights or [1 / len(style_images)] * len(style_images)
 

@@ -19,6 +19,7 @@ from nst.images import save_pixels, to_pixels
 from nst.runtime import import_tf
 
 STYLE_TRANSFER_COLLECTION = 'style_transfer'
+INPUT_SETTER_COLLECTION = 'input_setter'
 # tf.train.AdamOptimizer's defaults, which the course uses; the tiled loop's Adam (NumPy, at
 # full size) takes the same steps.
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
@@ -60,12 +61,28 @@ def total_variation_cost(image):
 
 class InputSetter:
     """Sets the model's input variable through one placeholder and one assign op, so the graph
-    does not grow with each image set (model['input'].assign(image) adds a constant a call)."""
+    does not grow with each image set (model['input'].assign(image) adds a constant a call).
+
+    InputSetter.of(model) gives the one setter of a model: each op set run in a session costs
+    TensorFlow a graph optimisation (10-20 ms at start-up), so the passes and the loop share it.
+    """
 
     def __init__(self, model):
         tf = import_tf()
-        self.feed = tf.placeholder(tf.float32, model['input'].shape, name='input_feed')
-        self.assign = model['input'].assign(self.feed)
+        self.variable = model['input']
+        self.feed = tf.placeholder(tf.float32, self.variable.shape, name='input_feed')
+        self.assign = self.variable.assign(self.feed)
+
+    @classmethod
+    def of(cls, model):
+        """The setter of model['input'], made on first use (kept in its graph)."""
+        graph = model['input'].graph
+        for setter in graph.get_collection(INPUT_SETTER_COLLECTION):
+            if setter.variable is model['input']:
+                return setter
+        setter = cls(model)
+        graph.add_to_collection(INPUT_SETTER_COLLECTION, setter)
+        return setter
 
     def __call__(self, sess, image):
         sess.run(self.assign, {self.feed: image})
@@ -125,7 +142,7 @@ def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None,
         [gradient] = tf.gradients(J, [image])
     with tf.control_dependencies([train_step]):
         stepped_input = tf.identity(image)
-    set_input = InputSetter(model)
+    set_input = InputSetter.of(model)
     # A list of the initializers, not tf.global_variables_initializer(): its group op would
     # mark input/Assign, which the session has already seen, and TF warns of such changes.
     initializer = [variable.initializer for variable in tf.global_variables()]
@@ -349,10 +366,13 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
     state.checkpoint, state.tiled, state.optimizer = checkpoint, tiled, optimizer
     if resume.average is not None:
         state.average, state.average_weight = resume.average
-    sess.run(nst.initializer)
     state.last_image = np.asarray(input_image, dtype=np.float32)
-    if tiled is None:
-        nst.set_input(sess, input_image)
+    if tiled is None:  # in one run (one graph optimisation): Adam's state, and the input set
+        setter = nst.set_input
+        others = [op for op in nst.initializer if op is not setter.variable.initializer]
+        sess.run(others + [setter.assign], {setter.feed: input_image})
+    else:
+        sess.run(nst.initializer)
     with stop:
         try:
             if tiled is not None:

@@ -49,8 +49,7 @@ class VGGBuilder:
             sess = tf.get_default_session()
         self.sess = sess if sess is not None and sess.graph is tf.get_default_graph() else None
         self._to_load = {}   # initial-value tensor -> array, fed in one session run
-        self._loaded = []    # variables initialised from _to_load
-        self._derived = []   # variables computed from loaded ones, initialised after them
+        self._loaded = []    # variables initialised from _to_load, or computed from it
         self._computed = {}  # tensor handed out -> the same in the compute dtype
 
     def input(self):
@@ -72,11 +71,12 @@ class VGGBuilder:
             kernel, bias = self._weight(kernel, 'W'), self._weight(bias, 'b')
             rotated = None
             if forward == 'transposed' and self.sess is not None:
-                # Stored, rotated in the session (no second copy in NumPy); with constants
-                # grappler folds the rotation instead.
-                rotated = tf.Variable(fast_ops.rotate_kernel(kernel), trainable=False,
-                                      collections=[VGG_WEIGHTS_COLLECTION], name='W_rotated')
-                self._derived.append(rotated)
+                # Stored, rotated in the session from the fed kernel (no second copy in NumPy,
+                # and loaded in the same run); with constants grappler folds the rotation.
+                rotated = tf.Variable(fast_ops.rotate_kernel(kernel.initial_value),
+                                      trainable=False, collections=[VGG_WEIGHTS_COLLECTION],
+                                      name='W_rotated')
+                self._loaded.append(rotated)
             conv = fast_ops.conv2d_same(self._computed[previous], kernel, rotated, forward,
                                         input_gradient)
             return self._hand_out(tf.nn.relu(conv + bias))
@@ -94,7 +94,6 @@ class VGGBuilder:
         """Load the weights into the session; return graph without the layers not built."""
         if self._to_load:
             self.sess.run([v.initializer for v in self._loaded], feed_dict=self._to_load)
-            self.sess.run([v.initializer for v in self._derived])
             self._to_load = {}
         return {key: tensor for key, tensor in graph.items() if tensor is not None}
 

@@ -62,10 +62,11 @@ def kernel_transform(kernel, rotate=False):
     if (k_height, k_width) != (3, 3):
         raise ValueError('Winograd F(4x4, 3x3) needs a 3x3 kernel, not %dx%d'
                          % (k_height, k_width))
-    transform = KERNEL_TRANSFORM[:, ::-1] if rotate else KERNEL_TRANSFORM  # taps 3 ky + kx
+    transform = (_constant('rotated_kernel_transform', KERNEL_TRANSFORM[:, ::-1], kernel.dtype)
+                 if rotate else _constant('kernel_transform', KERNEL_TRANSFORM, kernel.dtype))
     # (3, 3, C_in, C_out) -> (9, C_in * C_out) -> (36, C_in * C_out) -> (36, C_in, C_out)
-    taps = tf.reshape(kernel, [9, channels_in * channels_out])
-    transformed = tf.matmul(tf.constant(np.ascontiguousarray(transform), kernel.dtype), taps)
+    taps = tf.reshape(kernel, [9, channels_in * channels_out])  # taps 3 ky + kx
+    transformed = tf.matmul(transform, taps)
     return tf.reshape(transformed, [PATCH * PATCH, channels_in, channels_out])
 
 
@@ -91,12 +92,12 @@ def conv2d_same(x, transformed, transposed=False):
     patches = tf.transpose(tf.reshape(patches, [tiles, PATCH * PATCH, channels_in]), [1, 0, 2])
     patches = tf.reshape(patches, [PATCH * PATCH, tiles * channels_in])
     # V = B^T d B of every tile and channel: (36, tiles * C_in) -> (36, tiles, C_in)
-    v = tf.reshape(tf.matmul(tf.constant(INPUT_TRANSFORM, x.dtype), patches),
+    v = tf.reshape(tf.matmul(_constant('input_transform', INPUT_TRANSFORM, x.dtype), patches),
                    [PATCH * PATCH, tiles, channels_in])
     # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_in, C_out)
     m = tf.matmul(v, transformed, transpose_b=transposed)  # (36, tiles, C_out)
     # A^T M A: (36, tiles * C_out) -> (16, tiles * C_out) -> (4, 4, rows, cols, C_out)
-    y = tf.matmul(tf.constant(OUTPUT_TRANSFORM, x.dtype),
+    y = tf.matmul(_constant('output_transform', OUTPUT_TRANSFORM, x.dtype),
                   tf.reshape(m, [PATCH * PATCH, tiles * channels_out]))
     y = tf.reshape(y, [TILE, TILE, rows, cols, channels_out])
     # -> (rows, 4, cols, 4, C_out) -> (1, 4 rows, 4 cols, C_out), cut to (1, H, W, C_out)
@@ -104,3 +105,20 @@ def conv2d_same(x, transformed, transposed=False):
     if (TILE * rows, TILE * cols) != (height, width):
         y = y[:, :height, :width, :]
     return y
+
+
+def _constant(name, matrix, dtype):
+    """The default graph's one constant of a transform matrix in dtype, made on first use.
+
+    Every layer and every gradient shares it: a constant each would add a few dozen ops to
+    build, optimise and deduplicate at every start-up. It is made outside any name scope or
+    control dependency (a layer's transform waits for its input; the constant needs not).
+    """
+    tf = import_tf()
+    name = '%s_%s' % (name, tf.as_dtype(dtype).name)
+    graph = tf.get_default_graph()
+    try:
+        return graph.get_tensor_by_name('winograd/%s:0' % name)
+    except KeyError:
+        with tf.control_dependencies(None), tf.name_scope('winograd/'):
+            return tf.constant(np.ascontiguousarray(matrix), dtype, name=name)

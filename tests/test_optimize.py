@@ -328,3 +328,25 @@ def test_resumed_adam_takes_the_same_steps(tiny_weights, tmp_path):
             print_every=0, save_every=0,
             resume=optimize.Continuation(AdamState(*at_2.adam)))
     np.testing.assert_array_equal(resumed.image, whole.image)
+
+
+def test_a_second_optimise_in_a_session_starts_afresh(tiny_weights, tmp_path):
+    """optimise initialises Adam's state and sets the input in one run: called again in the
+    same session from the same image it takes the same steps, bit for bit (Adam's moments and
+    step count were reset, not carried on), and the passes and the loop share one input
+    setter (one 'input_feed' placeholder in the graph)."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    np.random.seed(6)
+    start = nst_utils.generate_noise_image(content).astype(np.float32)
+    with tf.Graph().as_default() as graph, tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        runs = [optimize.optimise(sess, nst, start, 3, output_dir=str(tmp_path / name),
+                                  progress=False, print_every=0, save_every=0)
+                for name in ('first', 'second')]
+        assert optimize.InputSetter.of(nst.model) is nst.set_input
+        feeds = [op for op in graph.get_operations() if op.name.startswith('input_feed')]
+    assert len(feeds) == 1
+    assert runs[0].history == runs[1].history
+    np.testing.assert_array_equal(runs[0].image, runs[1].image)
+    assert not np.array_equal(runs[0].image, start)
