@@ -44,8 +44,8 @@ _AT = np.array([[1, 1, 1, 1, 1, 0],
                 [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], dtype=np.float64)
 
-# The 2-D transforms on flattened tiles: vec(P X Q^T) = (P kron Q) vec(X), rows first.
-INPUT_TRANSFORM = np.kron(_BT, _BT).astype(np.float32)    # (36, 36): 6x6 tile -> 6x6
+# The 2-D transforms on flattened tiles: vec(P X Q^T) = (P kron Q) vec(X), rows first. (The
+# input tiles' B^T d B is computed one axis at a time instead: see conv2d_same.)
 KERNEL_TRANSFORM = np.kron(_G, _G).astype(np.float32)     # (36, 9): 3x3 kernel -> 6x6
 OUTPUT_TRANSFORM = np.kron(_AT, _AT).astype(np.float32)   # (16, 36): 6x6 -> 4x4 output tile
 
@@ -83,17 +83,24 @@ def conv2d_same(x, transformed, transposed=False):
     rows, cols = -(-height // TILE), -(-width // TILE)  # tiles down and across
     tiles = rows * cols
     # SAME pads one pixel before; the last tiles may reach past the far edge, padded too.
-    padded = tf.pad(x, [[0, 0], [1, TILE * rows + 1 - height], [1, TILE * cols + 1 - width],
-                        [0, 0]])
-    # (1, 4 rows + 2, 4 cols + 2, C_in) -> (1, rows, cols, 36 * C_in): 6x6 tiles at stride 4
-    patches = tf.image.extract_patches(padded, [1, PATCH, PATCH, 1], [1, TILE, TILE, 1],
-                                       [1, 1, 1, 1], 'VALID')
-    # (tiles, 36, C_in) -> (36, tiles, C_in) -> (36, tiles * C_in)
-    patches = tf.transpose(tf.reshape(patches, [tiles, PATCH * PATCH, channels_in]), [1, 0, 2])
-    patches = tf.reshape(patches, [PATCH * PATCH, tiles * channels_in])
-    # V = B^T d B of every tile and channel: (36, tiles * C_in) -> (36, tiles, C_in)
-    v = tf.reshape(tf.matmul(_constant('input_transform', INPUT_TRANSFORM, x.dtype), patches),
-                   [PATCH * PATCH, tiles, channels_in])
+    # (1, H, W, C_in) -> (H', W', C_in), H' = 4 rows + 2, W' = 4 cols + 2
+    padded = tf.reshape(
+        tf.pad(x, [[0, 0], [1, TILE * rows + 1 - height], [1, TILE * cols + 1 - width], [0, 0]]),
+        [TILE * rows + 2, TILE * cols + 2, channels_in])
+    # V = B^T d B of every 6x6 tile d, one axis at a time (a third of the Kronecker form's
+    # arithmetic): row i of the tiles in tile row r is the image's row 4r + i, gathered as
+    # (6, rows, W', C_in), then B^T on the first axis: (6, rows * W' * C_in).
+    transform = _constant('input_transform', _BT, x.dtype)  # B^T (6, 6)
+    v = tf.gather(padded, _tile_indices(rows), axis=0)
+    v = tf.matmul(transform, tf.reshape(v, [PATCH, rows * (TILE * cols + 2) * channels_in]))
+    # The same across: (6 rows, W', C_in) -> (6 rows, 6, cols, C_in)
+    v = tf.gather(tf.reshape(v, [PATCH * rows, TILE * cols + 2, channels_in]),
+                  _tile_indices(cols), axis=1)
+    # (6, rows, 6, cols * C_in) -> (6, 6, rows, cols * C_in) -> (6, 6, tiles * C_in), then B^T
+    # on the second axis (one (6, 6) @ (6, tiles * C_in) matmul for each of the first)
+    v = tf.transpose(tf.reshape(v, [PATCH, rows, PATCH, cols * channels_in]), [0, 2, 1, 3])
+    v = tf.matmul(transform, tf.reshape(v, [PATCH, PATCH, tiles * channels_in]))
+    v = tf.reshape(v, [PATCH * PATCH, tiles, channels_in])
     # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_in, C_out)
     m = tf.matmul(v, transformed, transpose_b=transposed)  # (36, tiles, C_out)
     # A^T M A: (36, tiles * C_out) -> (16, tiles * C_out) -> (4, 4, rows, cols, C_out)
@@ -105,6 +112,13 @@ def conv2d_same(x, transformed, transposed=False):
     if (TILE * rows, TILE * cols) != (height, width):
         y = y[:, :height, :width, :]
     return y
+
+
+def _tile_indices(count):
+    """(6, count) int32 constant: [i, t] = 4 t + i, the padded image's row (or column) i of
+    tile t (one per graph and count)."""
+    indices = np.arange(PATCH)[:, None] + TILE * np.arange(count)[None, :]
+    return _constant('tile_indices_%d' % count, indices, 'int32')
 
 
 def _constant(name, matrix, dtype):

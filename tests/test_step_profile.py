@@ -21,7 +21,7 @@ FORWARD, GRADIENT, GRAM, GRAM_GRADIENT, OTHER = step_profile.KINDS
     ('gradients/conv3_2/IdentityN_grad/Conv2DBackpropInput', '_MklNativeConv2DBackpropInput',
      GRADIENT),
     ('gradients/conv1_1/Conv2D_grad/MatMul', '_MklMatMul', GRADIENT),  # narrow matmul gradient
-    ('conv4_2/ExtractImagePatches', 'ExtractImagePatches', FORWARD),   # Winograd
+    ('conv4_2/GatherV2', 'GatherV2', FORWARD),   # Winograd
     ('conv4_2/MatMul_1', 'BatchMatMulV2', FORWARD),
     ('gradients/conv4_2/IdentityN_grad/transpose', 'Transpose', GRADIENT),
     ('conv4_2/add', 'AddV2', OTHER), ('conv4_2/Relu', 'Relu', OTHER),
