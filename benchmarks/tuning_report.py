@@ -77,9 +77,9 @@ def tune(weights, height, width, precision):
     measure_conv, measure_pool = tuning.measure_conv, tuning.measure_pool
 
     def recorded(measure, what):
-        def run(shape, precision):
+        def run(shape, precision, *winograd):
             start = time.perf_counter()
-            times = measure(shape, precision)
+            times = measure(shape, precision, *winograd)
             records.append({'what': what, 'shape': shape, 'times': times,
                             'seconds': time.perf_counter() - start})
             return times

@@ -129,21 +129,22 @@ def pool_shapes(weights, height, width):
     return shapes
 
 
-def conv_candidates(channels_in, precision='float32'):
+def conv_candidates(channels_in, precision='float32', winograd=True):
     """The (forward, input_gradient) paths worth timing for a layer with this many inputs.
 
     The matmul input gradient holds nine planes per input channel: only for narrow layers.
     A wide layer's direct forward path is timed only without oneDNN: with it, that path was
     never faster than the transposed one on either kind of CPU measured (a tie on the AVX-512
     Xeon below 256 channels; 1.1-3x slower on the AVX2 EPYC, and an im2col GEMM there whose
-    speed collapses on large maps). Winograd convolutions (nst.winograd) are for float32 only.
+    speed collapses on large maps). Winograd convolutions (nst.winograd) are for float32 only,
+    and only where winograd is true: not at the input's full resolution (see choose_paths).
     """
     if channels_in <= fast_ops.NARROW_CONV_MAX_CHANNELS:
         return [('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul')]
     candidates = [('transposed', 'tf')]
     if not runtime.onednn_enabled():
         candidates.insert(0, ('direct', 'tf'))
-    if precision == 'float32':
+    if precision == 'float32' and winograd:
         candidates.append(('winograd', 'winograd'))
     return candidates
 
@@ -293,9 +294,9 @@ def _random_variable(tf, shape, dtype, scale=1.0):
     return tf.Variable(tf.cast(tf.random.uniform(shape, -scale, scale), dtype), trainable=False)
 
 
-def measure_conv(shape, precision='float32'):
-    """{(forward, input_gradient): seconds} for each of conv_candidates: what ranks the
-    candidates, timed in one layer's graph.
+def measure_conv(shape, precision='float32', winograd=True):
+    """{(forward, input_gradient): seconds} for each of conv_candidates (winograd: whether it
+    is one): what ranks the candidates, timed in one layer's graph.
 
     The forward passes are timed (conv, bias and ReLU, as a step runs them); the input
     gradients only where candidates with the same forward pass differ in it (the matmul
@@ -309,7 +310,7 @@ def measure_conv(shape, precision='float32'):
     tf = runtime.import_tf()
     height, width, channels_in, channels_out = shape
     dtype = tf.bfloat16 if precision == 'bfloat16' else tf.float32
-    candidates = conv_candidates(channels_in, precision)
+    candidates = conv_candidates(channels_in, precision, winograd)
     gradients = sorted({gradient for forward, gradient in candidates if forward == 'direct'})
     with tf.Graph().as_default(), tf.Session(config=runtime.session_config()) as sess:
         x = _random_variable(tf, [1, height, width, channels_in], dtype)
@@ -438,12 +439,19 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
             _say(log, 'tuning the fast paths for this CPU (once, a few seconds)...')
             start = load_sample()
 
-    def conv_choice(shape):
+    # Winograd's temporaries are about five maps of its layer's size, and nst.memory allows
+    # four of the largest map: so no Winograd at the input's full resolution, where a tiled
+    # 1920x1080 run with it went over its memory budget (2.24 GB under 2 GiB). It was no
+    # faster there anyway (a tie at 400x300 on the AVX2 EPYC).
+    full_resolution = measured_size(height, width)
+
+    def conv_choice(shape, winograd):
         key = conv_key(machine, precision, shape)
-        choice = _cached_choice(entries, path, key, conv_candidates(shape[2], precision))
+        choice = _cached_choice(entries, path, key,
+                                conv_candidates(shape[2], precision, winograd))
         if choice is None:
             measuring()
-            times = measure_conv(shape, precision)
+            times = measure_conv(shape, precision, winograd)
             choice = _fastest(times)
             new_entries[key] = entries[key] = _entry(choice, times)
         return choice
@@ -452,11 +460,11 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
     pool_choice = fast_ops.Paths().pool_gradient
     try:
         for shape in sorted(set(shapes.values()), key=lambda s: (-s[0] * s[1], s[2], s[3])):
-            conv_choices[shape] = conv_choice(shape)
+            conv_choices[shape] = conv_choice(shape, shape[:2] != full_resolution)
         for name, shape in shapes.items():
             larger = confirmation_shape(shape, full_shapes[name])
             if conv_choices[shape][0] == 'direct' and larger is not None:
-                conv_choices[shape] = conv_choice(larger)
+                conv_choices[shape] = conv_choice(larger, shape[:2] != full_resolution)
         if pools:
             key = pool_key(machine, precision, pools)
             pool_choice = _cached_choice(entries, path, key, fast_ops.POOL_GRADIENT)

@@ -114,6 +114,33 @@ def test_candidates_by_width_kernels_and_precision(monkeypatch, onednn):
         wide += [('transposed', 'tf')]
         assert tuning.conv_candidates(channels, 'bfloat16') == wide
         assert tuning.conv_candidates(channels) == wide + [('winograd', 'winograd')]
+        assert tuning.conv_candidates(channels, winograd=False) == wide
+
+
+def test_no_winograd_at_the_inputs_full_resolution(own_cache, monkeypatch):
+    """Where Winograd is always the fastest, every layer below the first block takes it and
+    none of the full-resolution ones is even offered it (its temporaries there would exceed
+    what nst.memory allows for the largest layer), at the measured size and in a larger run."""
+    offered = {}
+
+    def measure_conv(shape, precision='float32', winograd=True):
+        offered[shape] = winograd
+        times = dict.fromkeys(tuning.conv_candidates(shape[2], precision, winograd), 2.0)
+        if winograd:
+            times['winograd', 'winograd'] = 1.0
+        return times
+    monkeypatch.setattr(tuning, 'measure_conv', measure_conv)
+    monkeypatch.setattr(tuning, 'measure_pool', lambda shapes, precision: {'broadcast': 1.0,
+                                                                            'tf': 2.0})
+    weights = random_weights(depth=7)  # conv1_1 ... conv3_3
+    for height, width in ((30, 40), (900, 1200)):  # the second measured at 300x400
+        offered.clear()
+        paths = tuning.choose_paths(weights, height, width, enabled=True)
+        full = tuning.measured_size(height, width)
+        assert offered and all(winograd == (shape[0] < full[0])  # (larger: confirmations)
+                               for shape, winograd in offered.items())
+        for name, path in paths.conv.items():
+            assert (path == ('winograd', 'winograd')) == (not name.startswith('conv1_')), name
 
 
 def test_untuned_forward_path_follows_the_kernels(monkeypatch):
@@ -138,7 +165,7 @@ def small_wins_for_direct(monkeypatch):
     (as oneDNN's im2col forward convolution does on AVX2 when the map grows); records shapes."""
     measured = []
 
-    def measure_conv(shape, precision='float32'):
+    def measure_conv(shape, precision='float32', winograd=True):
         measured.append(shape)
         small = shape[0] * shape[1] <= 400 * 300
         times = {('direct', 'tf'): 1.0 if small else 3.0, ('transposed', 'tf'): 2.0}
