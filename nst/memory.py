@@ -36,7 +36,9 @@ def vgg_conv_sizes(height, width, widths=VGG19_WIDTHS):
 
 # Constants of estimate_run_memory, calibrated against ru_maxrss (see its docstring).
 _MEMORY_RUNTIME = 640 * 2 ** 20       # TensorFlow's libraries, thread pools and Python
-_MEMORY_BACKWARD_COPIES = 4           # extra copies of the largest activation while back-propagating
+_MEMORY_BACKWARD_COPIES = 5           # extra copies of the largest activation while back-propagating
+                                      # (4 before the Winograd layers, whose temporaries at
+                                      # half resolution take about one more: +0.72 GB at 1080p)
 _MEMORY_IMAGE_COPIES = 17             # float32 copies of the image, plus 2 per style
 _MEMORY_LBFGS_IMAGE_COPIES = 76       # L-BFGS-B's history (10 pairs, float64) and work arrays
 _MEMORY_WEIGHT_COPIES = 4             # the weights: file read, feed, session variables
@@ -50,7 +52,7 @@ def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer=
     elements of the image and K the elements of the conv kernels and biases, all float32 (4 B):
 
         bytes = 4 * (sum(A_l)                  forward activations, kept for the ReLU gradients
-                     + 4 * max(A_l)            gradients and temporaries at the largest layer
+                     + 5 * max(A_l)            gradients and temporaries at the largest layer
                      + (17 + 2 * styles) * X   the input variable, Adam's m and v, its gradient,
                                                fetched copies, the float64 content/style/noise
                                                arrays of the set-up (+ 76 X for L-BFGS-B)
@@ -58,19 +60,23 @@ def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer=
                 + 640 MiB                      TensorFlow's runtime
 
     Calibrated on 2 CPUs (TensorFlow 2.21, oneDNN) from the peak ru_maxrss of whole CLI runs
-    (3 Adam iterations, 4:3 content, one style, weights as session variables), in MiB:
+    (3 Adam iterations, 4:3 content, one style, weights as session variables), in MiB; the
+    real widths at 400, 800 and 1600 measured again with the Winograd layers (AVX2 EPYC), the
+    other rows before them:
 
         tiny widths (4, 8, 8, 16, 16)      real widths (64, 128, 256, 512, 512)
         width  measured  estimated         width  measured  estimated
            16       640        640            16       925        946
-          400       683        681           200       928       1015
-          800       812        802           400      1071       1225
-         1600      1320       1287           800      1825       2061
-         3200      3270       3226          1200      3213       3456
-         4800      6338       6458          1600      4956       5406
+          400       683        683           200       928       1023
+          800       812        809           400      1079       1254
+         1600      1320       1316           800      1817       2178
+         3200      3270       3343          1200      3213       3719
+         4800      6338       6721          1600      5186       5875
 
-    i.e. -3 % .. +14 %, erring on the safe side with the real widths. Three styles, tiny, 3200:
-    3665 measured, 3577 estimated. L-BFGS-B: tiny 3200: 10004 / 9905; real 1600: 6678 / 7076.
+    i.e. 0 .. +20 %, erring on the safe side (1920x1080 with the Winograd layers: 6.24 GB
+    measured, 6.57 GB estimated; with 4 copies here it was under by 3 %). Three styles, tiny,
+    3200: 3665 measured, 3695 estimated. L-BFGS-B: tiny 3200: 10004 / 10023; real 1600: 6678 /
+    7545.
     Per pixel that is about 2.2 KB with the real widths (of which 1.2 KB the activations).
     """
     sizes = vgg_conv_sizes(height, width, widths)
