@@ -77,7 +77,8 @@ def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer=
     measured, 6.57 GB estimated; with 4 copies here it was under by 3 %). Three styles, tiny,
     3200: 3665 measured, 3695 estimated. L-BFGS-B: tiny 3200: 10004 / 10023; real 1600: 6678 /
     7545.
-    Per pixel that is about 2.2 KB with the real widths (of which 1.2 KB the activations).
+    Per pixel that is about 2.9 KB with the real widths besides the runtime (1.2 KB of it the
+    activations).
     """
     sizes = vgg_conv_sizes(height, width, widths)
     activations = sum(elements for elements, _, _ in sizes)

@@ -7,12 +7,13 @@ kernel g are taken to a 6x6 "Winograd domain", U = G g G^T and V = B^T d B; ther
 convolution is an element-wise product summed over the input channels, i.e. 36 matmuls of
 (tiles, C_in) by (C_in, C_out); and A^T M A takes each product back to a 4x4 output tile. The
 36 matmuls do 36 / (16 * 9) = 1/4 of a direct convolution's multiplications; the transforms
-are small matmuls over whole feature maps.
+are small matmuls over whole feature maps (the tiles' one axis at a time: two 6x6 matmuls
+instead of one 36x36, and rows and columns gathered instead of 6x6 patches extracted).
 
-On 2 AVX2 cores (AMD EPYC, oneDNN) at 38x50x512 a forward pass took 33 ms against 60 ms for
-oneDNN's best convolution; at 300x400x64 it took 62 against 46 ms (the transforms are memory
-bound and the matmuls' inner size small): nst.tuning measures it beside the other paths on the
-run's shapes. Its results differ from a direct convolution's by about 1e-5 of their largest
+On 2 AVX2 cores (AMD EPYC, oneDNN) at 38x50x512 a forward pass and its gradient took about 78
+ms against 133 ms for oneDNN's best convolution; at 300x400x64 it is no faster (the transforms
+are memory bound and the matmuls' inner size small): nst.tuning measures it beside the other
+paths on the run's shapes, below the input's full resolution. Its results differ from a direct convolution's by about 1e-5 of their largest
 value in float32 (the transforms' factors, up to 8 and down to 1/24, cost a few bits), so it
 is for float32 only.
 
