@@ -36,9 +36,9 @@ def vgg_conv_sizes(height, width, widths=VGG19_WIDTHS):
 
 # Constants of estimate_run_memory, calibrated against ru_maxrss (see its docstring).
 _MEMORY_RUNTIME = 640 * 2 ** 20       # TensorFlow's libraries, thread pools and Python
-_MEMORY_BACKWARD_COPIES = 5           # extra copies of the largest activation while back-propagating
-                                      # (4 before the Winograd layers, whose temporaries at
-                                      # half resolution take about one more: +0.72 GB at 1080p)
+# Extra copies of the largest activation while back-propagating: 4 before the Winograd layers,
+# whose temporaries at half resolution take about one more (+0.72 GB at 1920x1080).
+_MEMORY_BACKWARD_COPIES = 5
 _MEMORY_IMAGE_COPIES = 17             # float32 copies of the image, plus 2 per style
 _MEMORY_LBFGS_IMAGE_COPIES = 76       # L-BFGS-B's history (10 pairs, float64) and work arrays
 _MEMORY_WEIGHT_COPIES = 4             # the weights: file read, feed, session variables

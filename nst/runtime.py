@@ -87,13 +87,13 @@ def session_config(inter_op_threads=1):
     content and style passes, the fixed inputs, the training step; the tuning many more), and
     by default it runs its passes twice and includes some that change nothing in these graphs:
     layout and memory (for GPUs and NHWC layouts), loops, implementation selection and the
-    MLIR (tfg) passes, which took a fifth of grappler's time on the training step's graph.
-    Here it runs its passes once, without those. At 400x300 on the AVX2 EPYC its time over a
-    run's start-up falls from 240-340 to about 120 ms (its own log,
-    TF_CPP_VMODULE=meta_optimizer=1), and the training step's graph is the same but for six
-    element-wise ops on the Gram matrices (the second pass's constant folding): the arithmetic
-    optimizer still folds the Gram gradient's transposes into its matmuls and the remapper
-    still fuses convolution, bias and ReLU (tests/test_runtime.py).
+    MLIR (tfg) passes. Here it runs its passes once, without those. At 400x300 on the AVX2
+    EPYC one pass without layout and memory took its time over a run's start-up from 240-340
+    to 140-190 ms (its own log, TF_CPP_VMODULE=meta_optimizer=1), and the MLIR passes were a
+    fifth of what was left on the training step's graph. The training step's graph is the same
+    but for six element-wise ops on the Gram matrices (the second pass's constant folding):
+    the arithmetic optimizer still folds the Gram gradient's transposes into its matmuls and
+    the remapper still fuses convolution, bias and ReLU (tests/test_runtime.py).
     """
     tf = import_tf()
     from tensorflow.core.protobuf import rewriter_config_pb2

@@ -439,10 +439,10 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
             _say(log, 'tuning the fast paths for this CPU (once, a few seconds)...')
             start = load_sample()
 
-    # Winograd's temporaries are about five maps of its layer's size, and nst.memory allows
-    # four of the largest map: so no Winograd at the input's full resolution, where a tiled
-    # 1920x1080 run with it went over its memory budget (2.24 GB under 2 GiB). It was no
-    # faster there anyway (a tie at 400x300 on the AVX2 EPYC).
+    # Winograd's temporaries are several maps of its layer's size: at the input's full
+    # resolution, the largest maps, they would exceed what nst.memory allows for the largest
+    # layer (a tiled 1920x1080 run with it went over its budget: 2.24 GB under 2 GiB). It was
+    # no faster there anyway (a tie at 400x300 on the AVX2 EPYC).
     full_resolution = measured_size(height, width)
 
     def conv_choice(shape, winograd):

@@ -13,9 +13,9 @@ instead of one 36x36, and rows and columns gathered instead of 6x6 patches extra
 On 2 AVX2 cores (AMD EPYC, oneDNN) at 38x50x512 a forward pass and its gradient took about 78
 ms against 133 ms for oneDNN's best convolution; at 300x400x64 it is no faster (the transforms
 are memory bound and the matmuls' inner size small): nst.tuning measures it beside the other
-paths on the run's shapes, below the input's full resolution. Its results differ from a direct convolution's by about 1e-5 of their largest
-value in float32 (the transforms' factors, up to 8 and down to 1/24, cost a few bits), so it
-is for float32 only.
+paths on the run's shapes, below the input's full resolution. Its results differ from a
+direct convolution's by about 1e-5 of their largest value in float32 (the transforms'
+factors, up to 8 and down to 1/24, cost a few bits), so it is for float32 only.
 
 Nothing here depends on the rest of the package.
 """
