@@ -27,7 +27,7 @@ def kind_of(node_name, op_type):
 
     A forward convolution of the transposed path is a Conv2DBackpropInput outside the
     gradients; conv1_1's matmul input gradient is a MatMul inside a conv layer's gradient; a
-    Winograd convolution (nst.winograd) is the transforms, patches and matmuls in its layer.
+    Winograd convolution (nst.winograd) is the gathers, transforms and matmuls in its layer.
     """
     in_gradient = node_name.startswith('gradients')
     in_conv_layer = re.search(r'(^|/)conv\d_\d', node_name) is not None

@@ -41,7 +41,8 @@ class Paths:
 
     conv: {conv layer name: (forward, input_gradient)}, forward 'direct', 'transposed' or
     'winograd', input_gradient 'tf', 'matmul' or (with a Winograd forward only) 'winograd';
-    layers not in it take default_conv_path(C_in). pool_gradient: one of POOL_GRADIENT, for every average pool.
+    layers not in it take default_conv_path(C_in). pool_gradient: one of POOL_GRADIENT, for
+    every average pool.
     """
 
     def __init__(self, conv=None, pool_gradient='broadcast'):

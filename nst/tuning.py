@@ -4,8 +4,9 @@ Which way of computing a convolution or a pool gradient is fastest depends on th
 TensorFlow's kernels (oneDNN or Eigen) and on the layer's shape: on an AVX-512 Xeon with oneDNN
 the direct and transposed forward paths tie below 256 input channels, on an AVX2 EPYC with
 oneDNN the transposed one wins from conv1_2 on and a Winograd convolution (nst.winograd) from
-conv2_2 or conv3_1 on (1.2-1.7x as fast there), and with Eigen (oneDNN off) the direct one
-beats the transposed one (the untuned defaults in nst.fast_ops follow these, without Winograd).
+conv2_1 on (1.3-2.1x as fast there; never offered at the input's full resolution), and with
+Eigen (oneDNN off) the direct one beats the transposed one (the untuned defaults in
+nst.fast_ops follow these, without Winograd).
 choose_paths times each candidate path of each distinct layer shape of the run (forward with
 bias and ReLU, and the gradient with respect to the input where candidates with the same
 forward pass differ in it, as a training step runs them) in a small graph of its own, keeps
