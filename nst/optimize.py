@@ -133,8 +133,11 @@ def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None,
     adam = None
     if train_step is None:
         optimizer = tf.train.AdamOptimizer(learning_rate, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON)
-        # minimize() in two halves, so that L-BFGS can use the same gradient tensor.
-        [(gradient, _)] = optimizer.compute_gradients(J, var_list=[image])
+        # minimize() in two halves, so that L-BFGS can use the same gradient tensor. Ungated:
+        # gating makes each op's gradients wait for one another (a tuple of identities and a
+        # group each, a sixth of the gradient's ops), which only orders a run, never changes it.
+        [(gradient, _)] = optimizer.compute_gradients(
+            J, var_list=[image], gate_gradients=tf.train.Optimizer.GATE_NONE)
         train_step = optimizer.apply_gradients([(gradient, image)])
         adam = AdamVariables(optimizer.get_slot(image, 'm'), optimizer.get_slot(image, 'v'),
                              *optimizer._get_beta_accumulators())

@@ -20,6 +20,8 @@ factors, up to 8 and down to 1/24, cost a few bits), so it is for float32 only.
 Nothing here depends on the rest of the package.
 """
 
+import weakref
+
 import numpy as np
 
 from nst.runtime import import_tf
@@ -66,9 +68,9 @@ def kernel_transform(kernel, rotate=False):
     transform = (_constant('rotated_kernel_transform', KERNEL_TRANSFORM[:, ::-1], kernel.dtype)
                  if rotate else _constant('kernel_transform', KERNEL_TRANSFORM, kernel.dtype))
     # (3, 3, C_in, C_out) -> (9, C_in * C_out) -> (36, C_in * C_out) -> (36, C_in, C_out)
-    taps = tf.reshape(kernel, [9, channels_in * channels_out])  # taps 3 ky + kx
+    taps = tf.reshape(kernel, _int32([9, channels_in * channels_out]))  # taps 3 ky + kx
     transformed = tf.matmul(transform, taps)
-    return tf.reshape(transformed, [PATCH * PATCH, channels_in, channels_out])
+    return tf.reshape(transformed, _int32([PATCH * PATCH, channels_in, channels_out]))
 
 
 def conv2d_same(x, transformed, transposed=False):
@@ -85,33 +87,36 @@ def conv2d_same(x, transformed, transposed=False):
     tiles = rows * cols
     # SAME pads one pixel before; the last tiles may reach past the far edge, padded too.
     # (1, H, W, C_in) -> (H', W', C_in), H' = 4 rows + 2, W' = 4 cols + 2
-    padded = tf.reshape(
-        tf.pad(x, [[0, 0], [1, TILE * rows + 1 - height], [1, TILE * cols + 1 - width], [0, 0]]),
-        [TILE * rows + 2, TILE * cols + 2, channels_in])
+    padding = [[0, 0], [1, TILE * rows + 1 - height], [1, TILE * cols + 1 - width], [0, 0]]
+    padded = tf.reshape(tf.pad(x, _int32(padding)),
+                        _int32([TILE * rows + 2, TILE * cols + 2, channels_in]))
     # V = B^T d B of every 6x6 tile d, one axis at a time (a third of the Kronecker form's
     # arithmetic): row i of the tiles in tile row r is the image's row 4r + i, gathered as
     # (6, rows, W', C_in), then B^T on the first axis: (6, rows * W' * C_in).
     transform = _constant('input_transform', _BT, x.dtype)  # B^T (6, 6)
-    v = tf.gather(padded, _tile_indices(rows), axis=0)
-    v = tf.matmul(transform, tf.reshape(v, [PATCH, rows * (TILE * cols + 2) * channels_in]))
+    v = tf.gather(padded, _tile_indices(rows), axis=_int32(0))
+    v = tf.matmul(transform,
+                  tf.reshape(v, _int32([PATCH, rows * (TILE * cols + 2) * channels_in])))
     # The same across: (6 rows, W', C_in) -> (6 rows, 6, cols, C_in)
-    v = tf.gather(tf.reshape(v, [PATCH * rows, TILE * cols + 2, channels_in]),
-                  _tile_indices(cols), axis=1)
+    v = tf.gather(tf.reshape(v, _int32([PATCH * rows, TILE * cols + 2, channels_in])),
+                  _tile_indices(cols), axis=_int32(1))
     # (6, rows, 6, cols * C_in) -> (6, 6, rows, cols * C_in) -> (6, 6, tiles * C_in), then B^T
     # on the second axis (one (6, 6) @ (6, tiles * C_in) matmul for each of the first)
-    v = tf.transpose(tf.reshape(v, [PATCH, rows, PATCH, cols * channels_in]), [0, 2, 1, 3])
-    v = tf.matmul(transform, tf.reshape(v, [PATCH, PATCH, tiles * channels_in]))
-    v = tf.reshape(v, [PATCH * PATCH, tiles, channels_in])
+    v = tf.transpose(tf.reshape(v, _int32([PATCH, rows, PATCH, cols * channels_in])),
+                     _int32([0, 2, 1, 3]))
+    v = tf.matmul(transform, tf.reshape(v, _int32([PATCH, PATCH, tiles * channels_in])))
+    v = tf.reshape(v, _int32([PATCH * PATCH, tiles, channels_in]))
     # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_in, C_out)
     m = tf.matmul(v, transformed, transpose_b=transposed)  # (36, tiles, C_out)
     # A^T M A: (36, tiles * C_out) -> (16, tiles * C_out) -> (4, 4, rows, cols, C_out)
     y = tf.matmul(_constant('output_transform', OUTPUT_TRANSFORM, x.dtype),
-                  tf.reshape(m, [PATCH * PATCH, tiles * channels_out]))
-    y = tf.reshape(y, [TILE, TILE, rows, cols, channels_out])
+                  tf.reshape(m, _int32([PATCH * PATCH, tiles * channels_out])))
+    y = tf.reshape(y, _int32([TILE, TILE, rows, cols, channels_out]))
     # -> (rows, 4, cols, 4, C_out) -> (1, 4 rows, 4 cols, C_out), cut to (1, H, W, C_out)
-    y = tf.reshape(tf.transpose(y, [2, 0, 3, 1, 4]), [1, TILE * rows, TILE * cols, channels_out])
+    y = tf.reshape(tf.transpose(y, _int32([2, 0, 3, 1, 4])),
+                   _int32([1, TILE * rows, TILE * cols, channels_out]))
     if (TILE * rows, TILE * cols) != (height, width):
-        y = y[:, :height, :width, :]
+        y = tf.slice(y, _int32([0, 0, 0, 0]), _int32([1, height, width, channels_out]))
     return y
 
 
@@ -122,8 +127,20 @@ def _tile_indices(count):
     return _constant('tile_indices_%d' % count, indices, 'int32')
 
 
+def _int32(values):
+    """The default graph's one int32 constant of values (a shape, a permutation, an axis, a
+    padding), named by them. The layers of a block share their shapes, and a layer's gradient
+    many of its forward pass's: at 400x300 this halves the constants of the training graph, a
+    third of its ops (each costs TensorFlow's Python about 0.3 ms to build, and grappler its
+    time to merge the copies)."""
+    array = np.asarray(values, np.int32)
+    name = 'ints_%s_%s' % ('x'.join(map(str, array.shape)), '_'.join(map(str, array.flat)))
+    return _constant(name.rstrip('_'), array, 'int32')
+
+
 def _constant(name, matrix, dtype):
-    """The default graph's one constant of a transform matrix in dtype, made on first use.
+    """The default graph's one constant of this name (a transform matrix, tile indices, a
+    shape) in dtype, made on first use.
 
     Every layer and every gradient shares it: a constant each would add a few dozen ops to
     build, optimise and deduplicate at every start-up. It is made outside any name scope or
@@ -131,9 +148,12 @@ def _constant(name, matrix, dtype):
     """
     tf = import_tf()
     name = '%s_%s' % (name, tf.as_dtype(dtype).name)
-    graph = tf.get_default_graph()
-    try:
-        return graph.get_tensor_by_name('winograd/%s:0' % name)
-    except KeyError:
+    constants = _CONSTANTS.setdefault(tf.get_default_graph(), {})
+    if name not in constants:
         with tf.control_dependencies(None), tf.name_scope('winograd/'):
-            return tf.constant(np.ascontiguousarray(matrix), dtype, name=name)
+            constants[name] = tf.constant(np.require(matrix, requirements='C'), dtype, name=name)
+    return constants[name]
+
+
+# graph -> {name: constant}: looked up by name in the graph, a constant took 0.1-0.2 ms.
+_CONSTANTS = weakref.WeakKeyDictionary()

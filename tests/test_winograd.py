@@ -87,3 +87,24 @@ def test_only_3x3_kernels():
     with tf.Graph().as_default():
         with pytest.raises(ValueError, match='3x3'):
             winograd.kernel_transform(tf.zeros([5, 5, 2, 2]))
+
+
+def test_layers_of_one_shape_share_their_constants():
+    """A second convolution of the same shapes (a block's next layer, or a layer's gradient)
+    adds no constant to the graph: its shapes, paddings and transforms are the first one's.
+    Each constant costs start-up time to build and to optimise away again."""
+    with tf.Graph().as_default() as graph:
+        x = tf.placeholder(tf.float32, [1, 10, 14, 8])
+        kernel = tf.placeholder(tf.float32, [3, 3, 8, 8])
+
+        def constants():
+            return sum(op.type == 'Const' for op in graph.get_operations())
+
+        y = winograd.conv2d_same(x, winograd.kernel_transform(kernel))
+        first = constants()
+        winograd.conv2d_same(y, winograd.kernel_transform(kernel))
+        assert constants() == first
+    with tf.Graph().as_default() as graph:  # a new graph gets its own (another's would raise)
+        winograd.conv2d_same(tf.placeholder(tf.float32, [1, 10, 14, 8]),
+                             winograd.kernel_transform(tf.placeholder(tf.float32, [3, 3, 8, 8])))
+        assert constants() == first
