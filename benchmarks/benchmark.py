@@ -26,7 +26,8 @@ What it prints:
   gave anything from 0.82 to 1.00 within an hour);
 - start-up time beyond `import tensorflow`: from just after that import to the end of the first
   training iteration, reading the real-size (575 MB) weight file; once with an empty tuning
-  cache (first use: the fast paths are measured) and once with the cache that run left; by
+  cache (first use: the fast paths are measured) and with the cache that run left, in each
+  round and in --startup-runs more fresh processes (the median of all; each a few seconds); by
   stage: reading, the fast paths, the VGG graph with its weights loaded, the content and style
   passes, the graph of the costs, gradient and Adam, the fixed inputs folded, the first
   iteration;
@@ -353,6 +354,19 @@ def round_ratios(rounds):
     return [float(np.median(r['ours'])) / r['torch_s'] for r in rounds]
 
 
+def startup_runs(spec, count):
+    """The later-run start-up of count more fresh processes (each times one iteration, no
+    profile): our machines' speed moves by 10-20 % between minutes, so the report takes the
+    median of these and the rounds' start-ups, not of three alone. Returns [seconds, ...]."""
+    startups = []
+    for index in range(count):
+        print('Measuring the float32 start-up again (%d of %d) ...' % (index + 1, count),
+              file=sys.stderr, flush=True)
+        startups.append(measure(dict(spec, warmup=0, iterations=1, quality_iterations=0,
+                                     save_final=None, evaluate=[], profile=False))['startup_s'])
+    return startups
+
+
 def machine(bf16_support):
     import tensorflow
     flags = runtime.cpu_flags()
@@ -465,6 +479,7 @@ def report(args, info, results, peaks, flops, bf16_rates=None):
         startups = [run['startup_s']]
         if precision == 'fp32' and rounds:
             startups = [r['startup_s'] for r in rounds]
+        startups += run.get('more_startups_s', [])
         startup = float(np.median(startups))
         rows.append(('%s start-up beyond import tensorflow (later runs%s)'
                      % (precision, ', median of %d' % len(startups) if len(startups) > 1
@@ -472,8 +487,9 @@ def report(args, info, results, peaks, flops, bf16_rates=None):
                      '%.2f s' % startup, '<= %.0f s' % TARGET_STARTUP_S if target else '',
                      verdict(startup <= TARGET_STARTUP_S) if target else ''))
         if len(startups) > 1:
-            rows.append(('  each round', ', '.join('%.2f s' % s for s in startups), '', ''))
-            rows.append(('  stages of round 1', '', '', ''))
+            rows.append(('  each run (the rounds\' first)',
+                         ', '.join('%.2f s' % s for s in startups), '', ''))
+            rows.append(('  stages of the first', '', '', ''))
         previous = 0.0
         for name, at in stages.items():
             rows.append(('  %s' % name, '%.2f s' % (at - previous), '', ''))
@@ -563,6 +579,9 @@ def build_parser():
                         help='rounds of our fp32 loop and the PyTorch loop, each in fresh '
                              'processes, alternating which goes first; the ratio reported is '
                              'the median of the rounds\'')
+    parser.add_argument('--startup-runs', type=at_least(0), default=4,
+                        help='fresh processes that time only the fp32 start-up of a later run, '
+                             'beside the rounds\' (the start-up reported is the median of all)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--matmul-worker', action='store_true', help=argparse.SUPPRESS)
     return parser
@@ -625,6 +644,8 @@ def main(argv=None):
                 results[precision]['first_use_startup_s'] = first_use
             if precision == 'float32' and not args.skip_pytorch and torch_installed():
                 results[precision]['rounds'] = compare_rounds(args, spec, results[precision])
+            if precision == 'float32' and not args.skip_startup:
+                results[precision]['more_startups_s'] = startup_runs(spec, args.startup_runs)
             print('Peak memory of art_generation.py (%s, %d iterations) ...'
                   % (precision, RSS_ITERATIONS), file=sys.stderr, flush=True)
             results[precision]['cli_peak_rss_bytes'] = command_line_peak_rss(

@@ -58,3 +58,26 @@ def test_compare_rounds_alternates_which_loop_goes_first(monkeypatch):
     assert calls == ['torch', 'torch', ('ours', False, 0), ('ours', False, 0), 'torch']
     assert [r['startup_s'] for r in rounds] == [3.5, 4.0, 5.0]
     assert benchmark.round_ratios(rounds) == [1.2 / 2.0, 2.0 / 3.0, 1.5 / 4.0]
+
+
+def test_startup_runs_time_only_the_start_up_in_fresh_processes(monkeypatch):
+    """Each extra start-up run is a worker of its own that times one iteration without the
+    profile or the quality run; its start-up is what is kept."""
+    specs = []
+    startups = iter([3.1, 2.9, 3.4])
+
+    def measure(spec):
+        specs.append(spec)
+        return {'iteration_s': [1.0], 'startup_s': next(startups)}
+
+    monkeypatch.setattr(benchmark, 'measure', measure)
+    spec = {'weights': 'w.mat', 'warmup': 3, 'iterations': 10, 'profile': True,
+            'quality_iterations': 200, 'save_final': 'f.npy', 'evaluate': ['b.npy']}
+    assert benchmark.startup_runs(spec, 3) == [3.1, 2.9, 3.4]
+    assert benchmark.startup_runs(spec, 0) == []
+    assert len(specs) == 3
+    for run in specs:
+        assert (run['weights'], run['warmup'], run['iterations'], run['profile']) == \
+            ('w.mat', 0, 1, False)
+        assert (run['quality_iterations'], run['save_final'], run['evaluate']) == (0, None, [])
+    assert spec['iterations'] == 10  # the caller's spec is left as it was
