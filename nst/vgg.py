@@ -48,7 +48,7 @@ class VGGBuilder:
         if sess is None:
             sess = tf.get_default_session()
         self.sess = sess if sess is not None and sess.graph is tf.get_default_graph() else None
-        self._to_load = {}   # initial-value tensor -> array, fed in one session run
+        self._to_load = {}   # placeholder of an initial value -> array, fed in one session run
         self._loaded = []    # variables initialised from _to_load, or computed from it
         self._computed = {}  # tensor handed out -> the same in the compute dtype
 
