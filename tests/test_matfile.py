@@ -583,6 +583,18 @@ def test_big_endian_file_was_covered():
     assert len(big) >= 5
 
 
+@pytest.mark.parametrize('compressed', [False, True], ids=['plain', 'zlib'])
+def test_numeric_data_starts_on_64_byte_boundaries(tmp_path, compressed):
+    # TensorFlow feeds such arrays to a session without copying them (the weights, at start-up).
+    path = write_mat(tmp_path, do_compression=compressed)
+
+    cells = read_mat_cells(path, 'layers', NEEDED)
+
+    arrays = [array for cell in cells if 'weights' in cell for array in cell['weights'].flat]
+    assert len(arrays) == 2 * 16
+    assert [array.ctypes.data % 64 for array in arrays] == [0] * len(arrays)
+
+
 # ----------------------------------------------------------------------------------------------
 # Real widths (about 80 MB, a few seconds): values, time and memory
 # ----------------------------------------------------------------------------------------------
