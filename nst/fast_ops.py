@@ -140,9 +140,15 @@ def _narrow_conv_input_gradient(op, d_outputs):
     # (9 C_in, H*W) -> (3, 3, C_in, H, W), zero-padded by one pixel around each plane
     taps = tf.reshape(taps, [k_height, k_width, channels_in, height, width])
     taps = tf.pad(taps, [[0, 0], [0, 0], [0, 0], [1, 1], [1, 1]])
-    d_inputs = tf.add_n([taps[ky, kx, :, 2 - ky:2 - ky + height, 2 - kx:2 - kx + width]
-                         for ky in range(k_height) for kx in range(k_width)])  # (C_in, H, W)
-    return tf.transpose(d_inputs, [1, 2, 0])[tf.newaxis], None  # -> (1, H, W, C_in)
+    # Each tap's (1, 1, C_in, H, W) plane, shifted. tf.slice, not taps[ky, kx, ...]: Python's
+    # slicing builds a strided slice and three constants each (the gradient's Python took 27
+    # instead of 13 ms at start-up).
+    size = tf.constant([1, 1, channels_in, height, width])
+    d_inputs = tf.add_n([tf.slice(taps, [ky, kx, 0, 2 - ky, 2 - kx], size)
+                         for ky in range(k_height) for kx in range(k_width)])
+    # (1, 1, C_in, H, W) -> (1, H, W, C_in, 1) -> (1, H, W, C_in)
+    d_inputs = tf.transpose(d_inputs, [0, 3, 4, 2, 1])
+    return tf.reshape(d_inputs, [1, height, width, channels_in]), None
 
 
 def _register_narrow_conv_gradient():
