@@ -447,13 +447,16 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
     # no faster there anyway (a tie at 400x300 on the AVX2 EPYC).
     full_resolution = measured_size(height, width)
 
-    def conv_choice(shape, winograd):
-        key = conv_key(machine, precision, shape)
+    def conv_choice(shape, measured=None):
+        """The path of the run's layers of this shape, measured at `measured` (default: it)."""
+        measured = measured or shape
+        winograd = shape[:2] != full_resolution
+        key = conv_key(machine, precision, measured)
         choice = _cached_choice(entries, path, key,
-                                conv_candidates(shape[2], precision, winograd))
+                                conv_candidates(measured[2], precision, winograd))
         if choice is None:
             measuring()
-            times = measure_conv(shape, precision, winograd)
+            times = measure_conv(measured, precision, winograd)
             choice = _fastest(times)
             new_entries[key] = entries[key] = _entry(choice, times)
         return choice
@@ -462,11 +465,11 @@ def choose_paths(weights, height, width, precision='float32', pooling='avg', ena
     pool_choice = fast_ops.Paths().pool_gradient
     try:
         for shape in sorted(set(shapes.values()), key=lambda s: (-s[0] * s[1], s[2], s[3])):
-            conv_choices[shape] = conv_choice(shape, shape[:2] != full_resolution)
+            conv_choices[shape] = conv_choice(shape)
         for name, shape in shapes.items():
             larger = confirmation_shape(shape, full_shapes[name])
             if conv_choices[shape][0] == 'direct' and larger is not None:
-                conv_choices[shape] = conv_choice(larger, shape[:2] != full_resolution)
+                conv_choices[shape] = conv_choice(shape, larger)
         if pools:
             key = pool_key(machine, precision, pools)
             pool_choice = _cached_choice(entries, path, key, fast_ops.POOL_GRADIENT)
