@@ -128,11 +128,18 @@ def build_style_transfer(sess, model, content_image, style_images, *, blend_weig
     a_G = model[content_layer]
     J_content = compute_content_cost(a_C, a_G)
 
-    # The style cost, with each style image's activations at each style layer.
-    J_style = 0
-    for style_image, weight in zip(style_images, blend_weights):
+    # Each style image's activations at each style layer. (Every pass runs before the style
+    # costs are built: a session keeps the ops it has run as they were, and prepare rewires
+    # the Gram matrices' users to faster ones, nst.fast_ops.use_fast_grams.)
+    style_activations = []
+    for style_image in style_images:
         set_input(sess, style_image)
-        a_S = sess.run({layer_name: model[layer_name] for layer_name, _ in style_layers})
+        style_activations.append(
+            sess.run({layer_name: model[layer_name] for layer_name, _ in style_layers}))
+
+    # The style cost, each style image's weighted.
+    J_style = 0
+    for a_S, weight in zip(style_activations, blend_weights):
         for layer_name, coeff in style_layers:
             a_G = model[layer_name]
             J_style_layer = compute_layer_style_cost(fixed.hold(a_S[layer_name]), a_G)

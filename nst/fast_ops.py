@@ -169,7 +169,7 @@ def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
     forward = forward or default_forward
     input_gradient = input_gradient or default_gradient
     if forward == 'direct' and input_gradient == 'matmul':
-        # The Conv2D op itself, so that grappler still fuses it with the bias and the ReLU.
+        # The Conv2D op itself, so that oneDNN's graph pass still fuses it with the bias.
         _register_gradient(_NARROW_CONV_GRADIENT, _narrow_conv_input_gradient)
         with tf.get_default_graph().gradient_override_map({'Conv2D': _NARROW_CONV_GRADIENT}):
             return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
@@ -266,10 +266,15 @@ def _gram_operand(op):
         return None
     if op.get_attr('transpose_b'):
         return a if b is a else None
-    if b.op.type == 'Transpose' and b.op.inputs[0] is a:
-        perm = _constant_value(b.op.inputs[1])
-        return a if perm is not None and list(perm) == [1, 0] else None
-    return None
+    return a if _transposed(b) is a else None
+
+
+def _transposed(tensor):
+    """X when tensor is transpose(X) of a matrix X, else None."""
+    if tensor.op.type != 'Transpose':
+        return None
+    perm = _constant_value(tensor.op.inputs[1])
+    return tensor.op.inputs[0] if perm is not None and list(perm) == [1, 0] else None
 
 
 def _constant_value(tensor):
@@ -278,39 +283,76 @@ def _constant_value(tensor):
     return tensor_util.constant_value(tensor)
 
 
+def _is_fast_gram(op):
+    """Whether op is a Gram matrix made by use_fast_grams: X^T X or A A^T of one tensor, by
+    the matmul's flags, with the one-matmul gradient."""
+    try:
+        marked = op.get_attr('_gradient_op_type') == _GRAM_GRADIENT.encode()
+    except ValueError:  # no such attribute
+        return False
+    a, b = op.inputs
+    return (marked and a is b
+            and op.get_attr('transpose_a') != op.get_attr('transpose_b'))
+
+
 def _gram_gradient(op, d_gram):
-    """The input gradient of a MatMul: for a Gram matrix G = A A^T, dA = (dG + dG^T) A, one
-    matmul instead of autodiff's two (and a transpose) and nothing through A^T's path (its
-    share is in dA); any other MatMul gets TensorFlow's own gradient."""
+    """The input gradient of a Gram matrix from use_fast_grams, one matmul instead of
+    autodiff's two: for G = X^T X, dX = X (dG + dG^T); for G = A A^T, dA = (dG + dG^T) A.
+    (Both operands are the one input: its whole gradient goes to the first.) Any other MatMul
+    gets TensorFlow's own gradient."""
     tf = import_tf()
-    a = _gram_operand(op)
-    if a is None:
+    if not _is_fast_gram(op):
         from tensorflow.python.ops import math_grad
         return math_grad._MatMulGrad(op, d_gram)  # noqa: SLF001 (TensorFlow's own)
-    # dA = (dG + dG^T) A, written as (A^T (dG + dG^T))^T: A is usually transpose(X) of the
-    # unrolled activations X, and the gradient of that transpose transposes dA back, so
-    # grappler can cancel both transposes and fold A^T into the matmul's flags.
-    d_a = tf.transpose(tf.matmul(a, d_gram + tf.transpose(d_gram), transpose_a=True))
-    return d_a, None
+    unrolled = op.inputs[0]
+    symmetric = d_gram + tf.transpose(d_gram)  # (n_C, n_C): small
+    if op.get_attr('transpose_a'):
+        return tf.matmul(unrolled, symmetric), None   # (n_H n_W, n_C)
+    return tf.matmul(symmetric, unrolled), None       # (n_C, n_H n_W)
 
 
-def use_gram_gradients(graph):
-    """Give every MatMul op of graph that computes a Gram matrix the one-matmul gradient
-    (_gram_gradient), whatever function built it: the course's gram_matrix runs as written, and
-    only its gradient is faster (at 400x300, the five style layers' cost and gradient: 233 ->
-    128 ms on an AVX2 EPYC). Call it before the gradients are built. Returns how many ops.
+def use_fast_grams(graph):
+    """Compute every Gram matrix of graph without copying its operand, and give it a faster
+    gradient, whatever function built it; call it before the gradients are built. Returns how
+    many Gram matrices the graph now computes so (again on a second call, adding nothing).
 
-    TensorFlow reads an op's gradient function from its _gradient_op_type attribute, which
-    gradient_override_map sets on ops as they are created; here it is set afterwards, on the
-    ops recognised as Grams, so that no graded function needs to know of it.
+    The course unrolls the activations as A = transpose(reshape(a, (n_H n_W, n_C))) and
+    gram_matrix computes matmul(A, transpose(A)): run as written, both transposes copy the
+    activations (30 MB each for conv1_1 at 400x300), and so do their gradients'. Each such
+    Gram G = A A^T that the graph uses is replaced, for its users, by the same product as a
+    matmul's flags, G = X^T X of the reshaped activations X (or A A^T when A is not a
+    transpose), and its gradient is one matmul, dX = X (dG + dG^T), against autodiff's two and
+    a transpose (at 400x300, the five style layers' cost and gradient: 233 -> 128 ms on an
+    AVX2 EPYC). The session runs no graph rewriting of its own (nst.runtime.session_config):
+    this is the one rewrite of TensorFlow's it needed, for the Gram matrices.
+    A Gram whose value nothing in the graph uses (one evaluated on its own) is left as built;
+    so is any MatMul that is not A A^T, and what a graded function computes stays what runs.
+    Call it before a session runs the Grams' users: a session keeps the ops it has run as it
+    first saw them (TensorFlow ignores later changes), and would still read the Grams as built.
     """
-    from tensorflow.core.framework import attr_value_pb2
-
+    tf = import_tf()
     _register_gradient(_GRAM_GRADIENT, _gram_gradient)
-    marked = 0
+    count = 0
     for op in graph.get_operations():
-        if op.type == 'MatMul' and _gram_operand(op) is not None:
-            op._set_attr('_gradient_op_type',  # noqa: SLF001 (no public setter in TF1)
-                         attr_value_pb2.AttrValue(s=_GRAM_GRADIENT.encode()))
-            marked += 1
-    return marked
+        if op.type != 'MatMul':
+            continue
+        if _is_fast_gram(op):  # made by an earlier call
+            count += 1
+            continue
+        a = _gram_operand(op)
+        gram = op.outputs[0]
+        if a is None or not gram.consumers():
+            continue
+        x = _transposed(a)
+        with graph.as_default(), tf.control_dependencies(None), \
+                tf.control_dependencies(op.control_inputs), tf.device(op.device), \
+                tf.name_scope(op.name + '/'), \
+                graph.gradient_override_map({'MatMul': _GRAM_GRADIENT}):
+            fast = (tf.matmul(x, x, transpose_a=True, name='fast_gram') if x is not None
+                    else tf.matmul(a, a, transpose_b=True, name='fast_gram'))
+        for user in gram.consumers():
+            for index, tensor in enumerate(user.inputs):
+                if tensor is gram:
+                    user._update_input(index, fast)  # noqa: SLF001 (no public rewiring in TF1)
+        count += 1
+    return count

@@ -121,15 +121,16 @@ def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None,
             sess=None):
     """The training graph around J: Adam's step (train_step, or a new AdamOptimizer), the
     gradient for L-BFGS, the input setter and the initializer; registered in the graph so that
-    model_nn(sess, image) finds it. The Gram matrices get a faster gradient
-    (fast_ops.use_gram_gradients), unless train_step was built already.
+    model_nn(sess, image) finds it. The Gram matrices are computed without copying the
+    activations (fast_ops.use_fast_grams), and with a faster gradient unless train_step was
+    built already.
 
     fixed: the FixedInputs the costs read; what depends on them alone is evaluated here, once,
     in sess (default: the default session).
     """
     tf = import_tf()
     image = model['input']
-    fast_ops.use_gram_gradients(image.graph)
+    fast_ops.use_fast_grams(image.graph)
     adam = None
     if train_step is None:
         optimizer = tf.train.AdamOptimizer(learning_rate, ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON)

@@ -83,29 +83,21 @@ def session_config(inter_op_threads=1):
     convolutions, and two running side by side only compete for the same cores (measured 4 %
     faster per iteration at 400x300 on 2 cores than TensorFlow's default).
 
-    Grappler optimises the graph of every new executor (a run builds several: the weights, the
-    content and style passes, the fixed inputs, the training step; the tuning many more), and
-    by default it runs its passes twice and includes some that change nothing in these graphs:
-    layout and memory (for GPUs and NHWC layouts), loops, implementation selection and the
-    MLIR (tfg) passes. Here it runs its passes once, without those. At 400x300 on the AVX2
-    EPYC one pass without layout and memory took its time over a run's start-up from 240-340
-    to 140-190 ms (its own log, TF_CPP_VMODULE=meta_optimizer=1), and the MLIR passes were a
-    fifth of what was left on the training step's graph. The training step's graph is the same
-    but for six element-wise ops on the Gram matrices (the second pass's constant folding):
-    the arithmetic optimizer still folds the Gram gradient's transposes into its matmuls and
-    the remapper still fuses convolution, bias and ReLU (tests/test_runtime.py).
+    No grappler. It rewrites the graph of every new executor a session builds (a run builds
+    several: the weights, the content and style passes, the fixed inputs, the training step;
+    the tuning many more), and even trimmed to one pass it was half of the time the start-up's
+    runs spent before their first op: 0.44-0.56 s in all, 0.19-0.31 s of it the training
+    step's, against 0.18-0.23 s without it (400x300, AVX2 EPYC, five alternating pairs of
+    processes). The graph is built as it would have left it where that matters: the Gram
+    matrices without transposes (nst.fast_ops.use_fast_grams; grappler folded them into the
+    matmuls), so a training step runs the same ops but for a dozen small ones of the costs'
+    gradient and conv1_1's ReLU, which oneDNN's own pass (not grappler's) no longer fuses with
+    the convolution and its bias (1-2 ms a step). The session's own graph optimiser still
+    folds constants and merges common subexpressions (tests/test_runtime.py).
     """
     tf = import_tf()
-    from tensorflow.core.protobuf import rewriter_config_pb2
-
     config = tf.ConfigProto(inter_op_parallelism_threads=inter_op_threads)
-    rewrite = config.graph_options.rewrite_options
-    rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
-    rewrite.layout_optimizer = rewriter_config_pb2.RewriterConfig.OFF
-    rewrite.memory_optimization = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
-    rewrite.loop_optimization = rewriter_config_pb2.RewriterConfig.OFF
-    rewrite.implementation_selector = rewriter_config_pb2.RewriterConfig.OFF
-    rewrite.disable_tfg_optimizer = True
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
     return config
 
 

@@ -72,7 +72,7 @@ class VGGBuilder:
             rotated = None
             if forward == 'transposed' and self.sess is not None:
                 # Stored, rotated in the session from the fed kernel (no second copy in NumPy,
-                # and loaded in the same run); with constants grappler folds the rotation.
+                # and loaded in the same run); with constants the session folds the rotation.
                 rotated = tf.Variable(fast_ops.rotate_kernel(kernel.initial_value),
                                       trainable=False, collections=[VGG_WEIGHTS_COLLECTION],
                                       name='W_rotated')

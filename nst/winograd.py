@@ -132,8 +132,8 @@ def _int32(values):
     """The default graph's one int32 constant of values (a shape, a permutation, an axis, a
     padding), named by them. The layers of a block share their shapes, and a layer's gradient
     many of its forward pass's: at 400x300 the training graph's constants went from 675 of its
-    1,759 ops to 307 (each costs TensorFlow's Python about 0.3 ms to build, and grappler its
-    time to merge the copies)."""
+    1,759 ops to 307 (each costs TensorFlow's Python about 0.3 ms to build, and the session's
+    graph optimiser its time to merge the copies)."""
     array = np.asarray(values, np.int32)
     name = 'ints_%s_%s' % ('x'.join(map(str, array.shape)), '_'.join(map(str, array.flat)))
     return _constant(name, array, 'int32')

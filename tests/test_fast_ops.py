@@ -120,7 +120,7 @@ def test_narrow_convolution_gradient_equals_backprop_input(height, width, channe
 
 
 # ----------------------------------------------------------------------------------------------
-# The Gram matrices' gradient (fast_ops.use_gram_gradients)
+# The Gram matrices without transposes, and their gradient (fast_ops.use_fast_grams)
 # ----------------------------------------------------------------------------------------------
 
 import art_generation as ag  # noqa: E402
@@ -146,35 +146,53 @@ def matmul_count(graph):
     return sum(op.type == 'MatMul' for op in graph.get_operations())
 
 
+def op_types_computing(tensor):
+    """The types of the ops a session runs to compute tensor (all it depends on)."""
+    seen, stack = set(), [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend(t.op for t in op.inputs)
+            stack.extend(op.control_inputs)
+    return sorted(op.type for op in seen)
+
+
 def style_cost_gradient(a_S, a_G, fast):
-    """(cost, dJ/da_G, ops marked, MatMul ops the gradient added) of the course's
-    compute_layer_style_cost in a new graph, with or without the Gram gradients."""
+    """(cost, dJ/da_G, Grams made fast, MatMul ops the gradient added) of the course's
+    compute_layer_style_cost in a new graph, with or without fast_ops.use_fast_grams (with it,
+    neither the cost nor its gradient transposes the activations)."""
     with tf.Graph().as_default() as graph, tf.Session() as sess:
         placeholder = tf.placeholder(tf.float32, a_G.shape)
         J = ag.compute_layer_style_cost(a_S, placeholder)
-        marked = fast_ops.use_gram_gradients(graph) if fast else None
+        marked = fast_ops.use_fast_grams(graph) if fast else None
+        if fast:
+            assert 'Transpose' not in op_types_computing(J)
         before = matmul_count(graph)
         (gradient,) = tf.gradients(J, [placeholder])
         added = matmul_count(graph) - before
+        if fast:  # one transpose left: of dJ/dG, (n_C, n_C)
+            assert op_types_computing(gradient).count('Transpose') == 1
         cost, value = sess.run([J, gradient], {placeholder: a_G})
     return cost, value, marked, added
 
 
 @pytest.mark.parametrize('shape', [(1, 5, 7, 4), (1, 3, 3, 6), (1, 1, 1, 3), (1, 8, 2, 1)])
 def test_style_cost_gradient_with_gram_gradients(shape):
-    """The course's layer style cost: its gradient w.r.t. a_G with the Gram gradients equals
-    TensorFlow's own (a graph without them) and the float64 derivation. Tolerances: the cost's
-    float32 Gram differences cancel to ~1e-6 relative; 1e-4 of the gradient's largest entry."""
+    """The course's layer style cost with its Grams made fast: the cost equals the graph's as
+    built, its gradient w.r.t. a_G TensorFlow's own of that graph and both the float64
+    derivation. Tolerances: the cost's float32 Gram differences cancel to ~1e-6 relative (the
+    fast Gram sums in another order); 1e-4 of the gradient's largest entry."""
     rng = np.random.default_rng(sum(shape))
     a_S = rng.normal(size=shape).astype(np.float32)
     a_G = rng.normal(size=shape).astype(np.float32)
     cost, fast, marked, fast_added = style_cost_gradient(a_S, a_G, fast=True)
     cost_tf, plain, _, plain_added = style_cost_gradient(a_S, a_G, fast=False)
     assert marked == 2  # G_S and G_G
-    # The marked gradient is in use: one MatMul for dA (G_S needs none), against TensorFlow's
+    # The fast gradient is in use: one MatMul for dX (G_S needs none), against TensorFlow's
     # two (A's share through both operands of the MatMul).
     assert (fast_added, plain_added) == (1, 2)
-    assert cost == cost_tf
+    assert cost == pytest.approx(cost_tf, rel=1e-5)
     expected = analytic_style_gradient(a_S, a_G)
     scale = np.abs(expected).max()
     assert scale > 0
@@ -188,9 +206,9 @@ def test_style_cost_gradient_with_gram_gradients(shape):
     assert cost == pytest.approx(J, rel=1e-5)
 
 
-def test_gram_gradients_count_every_layer_cost():
+def test_fast_grams_count_every_layer_cost():
     """Two layer costs built in one graph (as build_style_transfer does for two style layers):
-    4 Grams; calling again marks the same ops again (the count is of Gram ops, not of changes)."""
+    4 Grams made fast; calling again counts the same 4 and adds no op."""
     rng = np.random.default_rng(0)
     with tf.Graph().as_default() as graph:
         a_G = tf.placeholder(tf.float32, (1, 4, 5, 3))
@@ -198,41 +216,60 @@ def test_gram_gradients_count_every_layer_cost():
         ag.compute_layer_style_cost(rng.normal(size=(1, 4, 5, 3)).astype(np.float32), a_G)
         ag.compute_layer_style_cost(rng.normal(size=(1, 2, 3, 6)).astype(np.float32), b_G)
         tf.matmul(tf.ones((3, 3)), tf.ones((3, 2)))  # not a Gram
-        assert fast_ops.use_gram_gradients(graph) == 4
-        assert fast_ops.use_gram_gradients(graph) == 4
+        assert fast_ops.use_fast_grams(graph) == 4
+        ops = len(graph.get_operations())
+        assert fast_ops.use_fast_grams(graph) == 4
+        assert len(graph.get_operations()) == ops
         marked = [op for op in graph.get_operations()
                   if '_gradient_op_type' in op.node_def.attr]
         assert len(marked) == 4 and all(op.type == 'MatMul' for op in marked)
 
 
-def gram_forms(a):
-    """The Gram matrix A A^T in both spellings (the course's and the flag's)."""
-    return {'transpose': lambda: tf.matmul(a, tf.transpose(a)),
-            'transpose_b': lambda: tf.matmul(a, a, transpose_b=True)}
+def test_a_gram_nothing_uses_is_left_as_built():
+    """A Gram matrix evaluated on its own (no op of the graph reads it) is not replaced."""
+    with tf.Graph().as_default() as graph:
+        gram = ag.gram_matrix(tf.placeholder(tf.float32, (3, 5)))
+        ops = graph.get_operations()
+        assert fast_ops.use_fast_grams(graph) == 0
+        assert graph.get_operations() == ops
+        assert gram.consumers() == []
 
 
-@pytest.mark.parametrize('form', ['transpose', 'transpose_b'])
-def test_both_spellings_of_the_gram_are_recognised(form):
-    """G = A A^T written either way is marked, and its gradient is exactly (W + W^T) A for
-    a non-symmetric upstream W (J = sum(W * G)), as TensorFlow's own: float64 by hand,
-    float32 tolerance 1e-5 of the largest entry."""
+# The Gram matrix A A^T of the 4x9 A, spelled three ways, each from one placeholder: A itself
+# (the two spellings of A^T), or X = A^T, the course's (n_H n_W, n_C) unrolled activations
+# (gram_matrix(transpose(X)): then it is X^T X).
+GRAM_FORMS = {
+    'transpose': (False, lambda a: tf.matmul(a, tf.transpose(a))),
+    'transpose_b': (False, lambda a: tf.matmul(a, a, transpose_b=True)),
+    'unrolled': (True, lambda x: ag.gram_matrix(tf.transpose(x))),
+}
+
+
+@pytest.mark.parametrize('form', sorted(GRAM_FORMS))
+def test_every_spelling_of_the_gram_is_computed_without_transposes(form):
+    """G = A A^T written either way, or as the course writes it from X = A^T, is computed
+    without a transpose, and its gradient for a non-symmetric upstream W (J = sum(W * G)) is
+    exactly (W + W^T) A (for X: its transpose), as TensorFlow's own: float64 by hand, float32
+    tolerance 1e-5 of the largest entry."""
+    from_unrolled, build = GRAM_FORMS[form]
     rng = np.random.default_rng(1)
     a_value = rng.normal(size=(4, 9)).astype(np.float32)
     w_value = rng.normal(size=(4, 4)).astype(np.float32)
     expected = (w_value.astype(np.float64) + w_value.T) @ a_value.astype(np.float64)
+    fed = a_value.T if from_unrolled else a_value
+    expected = expected.T if from_unrolled else expected
     results = {}
     for fast in (True, False):
         with tf.Graph().as_default() as graph, tf.Session() as sess:
-            a = tf.placeholder(tf.float32, a_value.shape)
-            gram = gram_forms(a)[form]()
-            J = tf.reduce_sum(tf.constant(w_value) * gram)
+            placeholder = tf.placeholder(tf.float32, fed.shape)
+            J = tf.reduce_sum(tf.constant(w_value) * build(placeholder))
             if fast:
-                assert fast_ops.use_gram_gradients(graph) == 1
-                assert gram.op.node_def.attr['_gradient_op_type'].s == b'NSTGramGradient'
+                assert fast_ops.use_fast_grams(graph) == 1
+                assert 'Transpose' not in op_types_computing(J)
             before = matmul_count(graph)
-            (gradient,) = tf.gradients(J, [a])
+            (gradient,) = tf.gradients(J, [placeholder])
             added = matmul_count(graph) - before
-            results[fast] = sess.run(gradient, {a: a_value}), added
+            results[fast] = sess.run(gradient, {placeholder: fed}), added
     (fast, fast_added), (plain, plain_added) = results[True], results[False]
     assert (fast_added, plain_added) == (1, 2)
     scale = np.abs(expected).max()
@@ -268,7 +305,7 @@ NOT_GRAMS = {
 
 @pytest.mark.parametrize('name', sorted(NOT_GRAMS))
 def test_other_matmuls_keep_tensorflows_gradient(name):
-    """A MatMul that is not A A^T is not marked (use_gram_gradients counts 0) and its
+    """A MatMul that is not A A^T is left as built (use_fast_grams counts 0) and its
     gradient is TensorFlow's: equal to a graph without the call and to the hand derivation in
     float64 (float32 tolerance 1e-5 of the largest entry)."""
     build, derivation = NOT_GRAMS[name]
@@ -285,7 +322,9 @@ def test_other_matmuls_keep_tensorflows_gradient(name):
                 size=product.get_shape().as_list()).astype(np.float32)
             J = tf.reduce_sum(tf.constant(w_value) * product)
             if fast:
-                assert fast_ops.use_gram_gradients(graph) == 0
+                ops = graph.get_operations()
+                assert fast_ops.use_fast_grams(graph) == 0
+                assert graph.get_operations() == ops
                 assert '_gradient_op_type' not in product.op.node_def.attr
             expected = derivation(*(values[k].astype(np.float64) for k in 'ABCS'),
                                   w_value.astype(np.float64))
