@@ -4,6 +4,8 @@ nst_utils.load_vgg_model writes the graph out as the course's layer table, one V
 a layer; build_vgg_graph builds the same graph from in-memory weights in a loop over the table.
 """
 
+import threading
+
 import numpy as np
 
 from nst import fast_ops
@@ -28,6 +30,9 @@ class VGGBuilder:
     global_variables_initializer() leaves them alone. Constants, as the course uses without a
     session, would be copied into every executor the session builds: a style-transfer run
     builds three (content, style, training), which costs about 80 MB each at full width.
+    Every layer's weights are made when the builder is, and the session run that loads them
+    starts then, in a thread of its own: it copies the weights into TensorFlow's memory (80 MB
+    at full width, about 0.1 s) while Python builds the layers, and finish waits for it.
     A layer whose weights were not read gives None, and so does every layer after it.
     """
 
@@ -51,6 +56,14 @@ class VGGBuilder:
         self._to_load = {}   # placeholder of an initial value -> array, fed in one session run
         self._loaded = []    # variables initialised from _to_load, or computed from it
         self._computed = {}  # tensor handed out -> the same in the compute dtype
+        # conv layer -> (its name scope, kernel, bias, rotated kernel or None), as the graph
+        # reads them, made now so that they load while the layers are built
+        self._layer_weights = {name: self._make_weights(name, kernel, bias)
+                               for name, (kernel, bias) in weights.items()}
+        self._loading = None
+        if self._to_load:
+            self._loading = _SessionRun(self.sess, [v.initializer for v in self._loaded],
+                                        self._to_load)
 
     def input(self):
         """The generated image: a (1, height, width, 3) float32 tf.Variable."""
@@ -65,18 +78,9 @@ class VGGBuilder:
         if previous is None or name not in self.weights:
             return None
         tf = self.tf
-        kernel, bias = self.weights[name]
+        scope, kernel, bias, rotated = self._layer_weights[name]
         forward, input_gradient = self.paths.conv_path(name, kernel.shape[2])
-        with tf.variable_scope(name):
-            kernel, bias = self._weight(kernel, 'W'), self._weight(bias, 'b')
-            rotated = None
-            if forward == 'transposed' and self.sess is not None:
-                # Stored, rotated in the session from the fed kernel (no second copy in NumPy,
-                # and loaded in the same run); with constants the session folds the rotation.
-                rotated = tf.Variable(fast_ops.rotate_kernel(kernel.initial_value),
-                                      trainable=False, collections=[VGG_WEIGHTS_COLLECTION],
-                                      name='W_rotated')
-                self._loaded.append(rotated)
+        with tf.name_scope(scope):
             conv = fast_ops.conv2d_same(self._computed[previous], kernel, rotated, forward,
                                         input_gradient)
             # bias_add, not +: its gradient is one op (an add's, for the bias nobody trains,
@@ -94,11 +98,30 @@ class VGGBuilder:
         return self._hand_out(fast_ops.max_pool_2x2(x, name))
 
     def finish(self, graph):
-        """Load the weights into the session; return graph without the layers not built."""
-        if self._to_load:
-            self.sess.run([v.initializer for v in self._loaded], feed_dict=self._to_load)
+        """Wait for the weights to be loaded into the session (raising what stopped the run);
+        return graph without the layers not built."""
+        if self._loading is not None:
+            self._loading.wait()
+            self._loading = None
             self._to_load = {}
         return {key: tensor for key, tensor in graph.items() if tensor is not None}
+
+    def _make_weights(self, name, kernel, bias):
+        """(name scope, kernel, bias, rotated kernel or None) of a conv layer, as the graph
+        reads them: variables to load into the session, or constants without one."""
+        tf = self.tf
+        forward, _ = self.paths.conv_path(name, kernel.shape[2])
+        with tf.name_scope(name) as scope:
+            kernel, bias = self._weight(kernel, 'W'), self._weight(bias, 'b')
+            rotated = None
+            if forward == 'transposed' and self.sess is not None:
+                # Stored, rotated in the session from the fed kernel (no second copy in NumPy,
+                # and loaded in the same run); with constants the session folds the rotation.
+                rotated = tf.Variable(fast_ops.rotate_kernel(kernel.initial_value),
+                                      trainable=False, collections=[VGG_WEIGHTS_COLLECTION],
+                                      name='W_rotated')
+                self._loaded.append(rotated)
+        return scope, kernel, bias, rotated
 
     def _weight(self, value, name):
         tf = self.tf
@@ -124,6 +147,29 @@ class VGGBuilder:
         exposed = tensor if tensor.dtype == tf.float32 else tf.cast(tensor, tf.float32)
         self._computed[exposed] = tensor
         return exposed
+
+
+class _SessionRun:
+    """sess.run(fetches, feed_dict) in a thread of its own, started at once; wait() joins it
+    and raises what the run raised. TensorFlow releases the GIL while it runs, and op creation
+    in the meantime is safe (the graph locks itself while a run reads it)."""
+
+    def __init__(self, sess, fetches, feed_dict):
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(sess, fetches, feed_dict),
+                                        name='nst-load-weights')
+        self._thread.start()
+
+    def _run(self, sess, fetches, feed_dict):
+        try:
+            sess.run(fetches, feed_dict=feed_dict)
+        except BaseException as error:  # re-raised in the builder's thread by wait()
+            self._error = error
+
+    def wait(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def build_vgg_graph(weights, image_height=None, image_width=None, pooling='avg',

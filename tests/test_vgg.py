@@ -4,6 +4,7 @@ layer's values against an independent float64 NumPy computation (conv + ReLU wit
 stored, SAME 2x2 average or max pooling that counts only the valid elements)."""
 
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -214,3 +215,32 @@ def test_column_major_kernels_load_as_row_major_ones(precision):
     for got in loaded:
         np.testing.assert_array_equal(got[0], kernel.astype(dtype).astype(np.float32))
         np.testing.assert_array_equal(got[1], bias.astype(dtype).astype(np.float32))
+
+
+class FailingSession:
+    """A session of the default graph whose runs fail, as a real one's can (out of memory)."""
+
+    def __init__(self):
+        self.graph = tf.get_default_graph()
+
+    def run(self, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, 'out of memory loading the weights')
+
+
+def test_the_weights_load_while_the_layers_are_built_and_finish_raises_its_error(tiny_vgg):
+    """The weights' session run starts when the builder is made, in a thread of its own;
+    finish waits for it and raises what stopped it, in the builder's thread. The variables
+    and the layers' ops keep the course's names (conv1_1/W, conv1_1/...)."""
+    weights = nst_weights.read_vgg_weights(tiny_vgg[0], layers=config.VGG19_CONV_LAYERS[:2])
+    with tf.Graph().as_default(), tf.Session() as sess:
+        model = vgg.build_vgg_graph(weights, 6, 8, sess=sess)
+        names = {v.op.name for v in tf.get_collection(vgg.VGG_WEIGHTS_COLLECTION)}
+        assert {'conv1_1/W', 'conv1_1/b', 'conv1_2/W', 'conv1_2/b'} <= names
+        assert model['conv1_2'].name.startswith('conv1_2/')
+        assert not any(t.name == 'nst-load-weights' for t in threading.enumerate())
+        # Loaded: a layer evaluates without any initialiser run here.
+        image = np.ones((1, 6, 8, 3), np.float32)
+        assert np.isfinite(sess.run(model['conv1_2'], {model['input']: image})).all()
+    with tf.Graph().as_default():
+        with pytest.raises(tf.errors.ResourceExhaustedError, match='loading the weights'):
+            vgg.build_vgg_graph(weights, 6, 8, sess=FailingSession())
