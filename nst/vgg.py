@@ -85,7 +85,7 @@ class VGGBuilder:
                                         input_gradient)
             # bias_add, not +: its gradient is one op (an add's, for the bias nobody trains,
             # builds five and costs the Python 2-3 ms a layer), and it ran 8 against 10-11 ms
-            # a step at 400x300 (AVX2 EPYC). Grappler fuses conv1_1 with it and the ReLU.
+            # a step at 400x300 (AVX2 EPYC). oneDNN's graph pass fuses conv1_1 with it.
             return self._hand_out(tf.nn.relu(tf.nn.bias_add(conv, bias)))
 
     def pool(self, previous, name):
