@@ -123,7 +123,7 @@ def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None,
     gradient for L-BFGS, the input setter and the initializer; registered in the graph so that
     model_nn(sess, image) finds it. The Gram matrices are computed without copying the
     activations (fast_ops.use_fast_grams), and with a faster gradient unless train_step was
-    built already.
+    built already, computed when the backward pass reaches them (defer_gram_gradients).
 
     fixed: the FixedInputs the costs read; what depends on them alone is evaluated here, once,
     in sess (default: the default session).
@@ -144,6 +144,7 @@ def prepare(model, J, J_content, J_style, *, learning_rate=2.0, train_step=None,
                              *optimizer._get_beta_accumulators())
     else:
         [gradient] = tf.gradients(J, [image])
+    fast_ops.defer_gram_gradients(image.graph)
     with tf.control_dependencies([train_step]):
         stepped_input = tf.identity(image)
     set_input = InputSetter.of(model)

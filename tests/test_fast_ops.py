@@ -225,6 +225,55 @@ def test_fast_grams_count_every_layer_cost():
         assert len(marked) == 4 and all(op.type == 'MatMul' for op in marked)
 
 
+def two_layer_style_gradient(fast, styles):
+    """(dJ/dimage, graph) for the course's style cost of two stacked ReLU convolutions, with
+    `styles` style images (as in a run, the first layer's activations get a gradient from
+    each of its Grams and one from the second layer), with or without
+    fast_ops.use_fast_grams and defer_gram_gradients."""
+    rng = np.random.default_rng(4)
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session() as sess:
+        image = tf.constant(rng.normal(size=(1, 6, 7, 3)).astype(np.float32))
+        a_G = image
+        J = 0
+        for channels_in, channels_out in ((3, 4), (4, 5)):
+            kernel = tf.constant(rng.normal(size=(3, 3, channels_in, channels_out)), tf.float32)
+            a_G = tf.nn.relu(tf.nn.conv2d(a_G, kernel, [1, 1, 1, 1], 'SAME'))
+            for _ in range(styles):
+                a_S = rng.normal(size=a_G.get_shape().as_list()).astype(np.float32)
+                J += ag.compute_layer_style_cost(a_S, a_G)
+        if fast:
+            assert fast_ops.use_fast_grams(graph) == 4 * styles
+        (gradient,) = tf.gradients(J, [image])
+        if fast:  # the second layer is the deepest; again: nothing added
+            assert fast_ops.defer_gram_gradients(graph) == styles
+            assert fast_ops.defer_gram_gradients(graph) == styles
+        return sess.run(gradient), graph
+
+
+@pytest.mark.parametrize('styles', [1, 2])
+def test_a_grams_gradient_waits_for_the_deeper_layers(styles):
+    """The first layer's Gram gradients dX wait (a control input) for the gradient they are
+    added to, the second layer's backward pass, not for one another (that would be a cycle),
+    and the input gradient is TensorFlow's own (without the fast Grams; float32 tolerance
+    1e-5 of its largest entry)."""
+    fast, graph = two_layer_style_gradient(True, styles)
+    plain, _ = two_layer_style_gradient(False, styles)
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5 * np.abs(plain).max())
+    d_unrolled = graph.get_collection(fast_ops._GRAM_INPUT_GRADIENTS)  # noqa: SLF001
+    waiting = [op for op in d_unrolled if op.control_inputs]
+    assert len(d_unrolled) == 2 * styles and len(waiting) == styles
+    grams_reshaped = {op.outputs[0].consumers()[0] for op in d_unrolled}
+    for op in waiting:
+        # Each reaches an AddN through a reshape; it waits for the AddN's one input that is
+        # not a Gram's, the second layer's gradient.
+        [reshape] = op.outputs[0].consumers()
+        [total] = reshape.outputs[0].consumers()
+        assert total.type in ('AddN', 'AddV2') and len(total.inputs) == styles + 1
+        [deeper] = op.control_inputs
+        assert deeper in [t.op for t in total.inputs] and deeper not in grams_reshaped
+
+
 def test_a_gram_nothing_uses_is_left_as_built():
     """A Gram matrix evaluated on its own (no op of the graph reads it) is not replaced."""
     with tf.Graph().as_default() as graph:
