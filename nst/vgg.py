@@ -56,8 +56,8 @@ class VGGBuilder:
         self._to_load = {}   # placeholder of an initial value -> array, fed in one session run
         self._loaded = []    # variables initialised from _to_load, or computed from it
         self._computed = {}  # tensor handed out -> the same in the compute dtype
-        # conv layer -> (its name scope, kernel, bias, rotated kernel or None), as the graph
-        # reads them, made now so that they load while the layers are built
+        # conv layer -> (its name scope, kernel, bias, rotated kernel or None, its path), the
+        # weights as the graph reads them, made now so that they load while the layers are built
         self._layer_weights = {name: self._make_weights(name, kernel, bias)
                                for name, (kernel, bias) in weights.items()}
         self._loading = None
@@ -78,8 +78,7 @@ class VGGBuilder:
         if previous is None or name not in self.weights:
             return None
         tf = self.tf
-        scope, kernel, bias, rotated = self._layer_weights[name]
-        forward, input_gradient = self.paths.conv_path(name, kernel.shape[2])
+        scope, kernel, bias, rotated, (forward, input_gradient) = self._layer_weights[name]
         with tf.name_scope(scope):
             conv = fast_ops.conv2d_same(self._computed[previous], kernel, rotated, forward,
                                         input_gradient)
@@ -107,21 +106,22 @@ class VGGBuilder:
         return {key: tensor for key, tensor in graph.items() if tensor is not None}
 
     def _make_weights(self, name, kernel, bias):
-        """(name scope, kernel, bias, rotated kernel or None) of a conv layer, as the graph
-        reads them: variables to load into the session, or constants without one."""
+        """(name scope, kernel, bias, rotated kernel or None, (forward, input_gradient)) of a
+        conv layer, as the graph reads them: variables to load into the session, or constants
+        without one; and the path its convolution takes."""
         tf = self.tf
-        forward, _ = self.paths.conv_path(name, kernel.shape[2])
+        path = self.paths.conv_path(name, kernel.shape[2])  # (forward, input_gradient)
         with tf.name_scope(name) as scope:
             kernel, bias = self._weight(kernel, 'W'), self._weight(bias, 'b')
             rotated = None
-            if forward == 'transposed' and self.sess is not None:
+            if path[0] == 'transposed' and self.sess is not None:
                 # Stored, rotated in the session from the fed kernel (no second copy in NumPy,
                 # and loaded in the same run); with constants the session folds the rotation.
                 rotated = tf.Variable(fast_ops.rotate_kernel(kernel.initial_value),
                                       trainable=False, collections=[VGG_WEIGHTS_COLLECTION],
                                       name='W_rotated')
                 self._loaded.append(rotated)
-        return scope, kernel, bias, rotated
+        return scope, kernel, bias, rotated, path
 
     def _weight(self, value, name):
         tf = self.tf
