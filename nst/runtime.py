@@ -92,12 +92,18 @@ def session_config(inter_op_threads=1):
     matrices without transposes (nst.fast_ops.use_fast_grams; grappler folded them into the
     matmuls), so a training step runs the same ops but for a dozen small ones of the costs'
     gradient and conv1_1's ReLU, which oneDNN's own pass (not grappler's) no longer fuses with
-    the convolution and its bias (1-2 ms a step). The session's own graph optimiser still
-    folds constants and merges common subexpressions (tests/test_runtime.py).
+    the convolution and its bias (1-2 ms a step).
+
+    Nor the session's own graph optimiser (level L0): it folded constants and merged common
+    subexpressions in each executor's graph: 50 of the 85-115 ms the training step spent before
+    its first op, to spare a step 33 ops of a scalar or a shape each (400x300, AVX2 EPYC): what
+    depends on the fixed inputs alone is folded once by nst.optimize.fold_fixed, and the
+    weights are variables.
     """
     tf = import_tf()
     config = tf.ConfigProto(inter_op_parallelism_threads=inter_op_threads)
     config.graph_options.rewrite_options.disable_meta_optimizer = True
+    config.graph_options.optimizer_options.opt_level = tf.OptimizerOptions.L0
     return config
 
 

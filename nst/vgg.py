@@ -116,7 +116,8 @@ class VGGBuilder:
             rotated = None
             if path[0] == 'transposed' and self.sess is not None:
                 # Stored, rotated in the session from the fed kernel (no second copy in NumPy,
-                # and loaded in the same run); with constants the session folds the rotation.
+                # and loaded in the same run); with constants, TensorFlow's default session
+                # settings fold the rotation.
                 rotated = tf.Variable(fast_ops.rotate_kernel(kernel.initial_value),
                                       trainable=False, collections=[VGG_WEIGHTS_COLLECTION],
                                       name='W_rotated')

@@ -57,7 +57,6 @@ def kernel_transform(kernel, rotate=False):
     taps reversed), still laid out (36, C_in, C_out): with its channel axes read the other way
     (conv2d_same(..., transposed=True)) it is the kernel of the input gradient.
     """
-    tf = import_tf()
     k_height, k_width, channels_in, channels_out = kernel.get_shape().as_list()
     if (k_height, k_width) != (3, 3):
         raise ValueError('Winograd F(4x4, 3x3) needs a 3x3 kernel, not %dx%d'
@@ -69,9 +68,9 @@ def kernel_transform(kernel, rotate=False):
     # One axis at a time, as the input tiles (1.4-2.3x as fast as one (36, 9) matmul from 256
     # channels on, AVX2 EPYC): G on the rows, (3 ky, 3 kx * pairs) -> (6, 3 kx * pairs); then
     # G on the columns of each of the 6 rows, (6, 3 kx, pairs) -> (6, 6, pairs) -> (36, C_in, C_out)
-    rows = tf.matmul(transform, tf.reshape(kernel, _int32([3, 3 * pairs])))
-    transformed = tf.matmul(transform, tf.reshape(rows, _int32([PATCH, 3, pairs])))
-    return tf.reshape(transformed, _int32([PATCH * PATCH, channels_in, channels_out]))
+    rows = _op('MatMul', transform, _op('Reshape', kernel, [3, 3 * pairs]))
+    transformed = _op('BatchMatMulV2', transform, _op('Reshape', rows, [PATCH, 3, pairs]))
+    return _op('Reshape', transformed, [PATCH * PATCH, channels_in, channels_out])
 
 
 def conv2d_same(x, transformed, transposed=False):
@@ -81,7 +80,6 @@ def conv2d_same(x, transformed, transposed=False):
     (36, C_out, C_in) (kernel_transform(g, rotate=True) of a kernel g of C_out -> C_in
     channels, for its input gradient). Returns (1, H, W, C_out).
     """
-    tf = import_tf()
     _, height, width, channels_in = x.get_shape().as_list()
     channels_out = transformed.get_shape().as_list()[1 if transposed else 2]
     rows, cols = -(-height // TILE), -(-width // TILE)  # tiles down and across
@@ -89,36 +87,57 @@ def conv2d_same(x, transformed, transposed=False):
     # SAME pads one pixel before; the last tiles may reach past the far edge, padded too.
     # (1, H, W, C_in) -> (H', W', C_in), H' = 4 rows + 2, W' = 4 cols + 2
     padding = [[0, 0], [1, TILE * rows + 1 - height], [1, TILE * cols + 1 - width], [0, 0]]
-    padded = tf.reshape(tf.pad(x, _int32(padding)),
-                        _int32([TILE * rows + 2, TILE * cols + 2, channels_in]))
+    padded = _op('Reshape', _op('Pad', x, padding),
+                 [TILE * rows + 2, TILE * cols + 2, channels_in])
     # V = B^T d B of every 6x6 tile d, one axis at a time (a third of the Kronecker form's
     # arithmetic): row i of the tiles in tile row r is the image's row 4r + i, gathered as
     # (6, rows, W', C_in), then B^T on the first axis: (6, rows * W' * C_in).
     transform = _constant('input_transform', _BT, x.dtype)  # B^T (6, 6)
-    v = tf.gather(padded, _tile_indices(rows), axis=_int32(0))
-    v = tf.matmul(transform,
-                  tf.reshape(v, _int32([PATCH, rows * (TILE * cols + 2) * channels_in])))
+    v = _op('GatherV2', padded, _tile_indices(rows), 0)
+    v = _op('MatMul', transform,
+            _op('Reshape', v, [PATCH, rows * (TILE * cols + 2) * channels_in]))
     # The same across: (6 rows, W', C_in) -> (6 rows, 6, cols, C_in)
-    v = tf.gather(tf.reshape(v, _int32([PATCH * rows, TILE * cols + 2, channels_in])),
-                  _tile_indices(cols), axis=_int32(1))
+    v = _op('GatherV2', _op('Reshape', v, [PATCH * rows, TILE * cols + 2, channels_in]),
+            _tile_indices(cols), 1)
     # (6, rows, 6, cols * C_in) -> (6, 6, rows, cols * C_in) -> (6, 6, tiles * C_in), then B^T
     # on the second axis (one (6, 6) @ (6, tiles * C_in) matmul for each of the first)
-    v = tf.transpose(tf.reshape(v, _int32([PATCH, rows, PATCH, cols * channels_in])),
-                     _int32([0, 2, 1, 3]))
-    v = tf.matmul(transform, tf.reshape(v, _int32([PATCH, PATCH, tiles * channels_in])))
-    v = tf.reshape(v, _int32([PATCH * PATCH, tiles, channels_in]))
+    v = _op('Transpose', _op('Reshape', v, [PATCH, rows, PATCH, cols * channels_in]), [0, 2, 1, 3])
+    v = _op('BatchMatMulV2', transform, _op('Reshape', v, [PATCH, PATCH, tiles * channels_in]))
+    v = _op('Reshape', v, [PATCH * PATCH, tiles, channels_in])
     # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_in, C_out)
-    m = tf.matmul(v, transformed, transpose_b=transposed)  # (36, tiles, C_out)
+    m = _op('BatchMatMulV2', v, transformed, adj_y=transposed)  # (36, tiles, C_out)
     # A^T M A: (36, tiles * C_out) -> (16, tiles * C_out) -> (4, 4, rows, cols, C_out)
-    y = tf.matmul(_constant('output_transform', OUTPUT_TRANSFORM, x.dtype),
-                  tf.reshape(m, _int32([PATCH * PATCH, tiles * channels_out])))
-    y = tf.reshape(y, _int32([TILE, TILE, rows, cols, channels_out]))
+    y = _op('MatMul', _constant('output_transform', OUTPUT_TRANSFORM, x.dtype),
+            _op('Reshape', m, [PATCH * PATCH, tiles * channels_out]))
+    y = _op('Reshape', y, [TILE, TILE, rows, cols, channels_out])
     # -> (rows, 4, cols, 4, C_out) -> (1, 4 rows, 4 cols, C_out), cut to (1, H, W, C_out)
-    y = tf.reshape(tf.transpose(y, _int32([2, 0, 3, 1, 4])),
-                   _int32([1, TILE * rows, TILE * cols, channels_out]))
+    y = _op('Reshape', _op('Transpose', y, [2, 0, 3, 1, 4]),
+            [1, TILE * rows, TILE * cols, channels_out])
     if (TILE * rows, TILE * cols) != (height, width):
-        y = tf.slice(y, _int32([0, 0, 0, 0]), _int32([1, height, width, channels_out]))
+        y = _op('Slice', y, [0, 0, 0, 0], [1, height, width, channels_out])
     return y
+
+
+def _op(op_type, *inputs, **flags):
+    """One op_type op of inputs in the default graph: tensors (or variables' values) as they
+    are, shapes, permutations and axes as the graph's shared int32 constants (_int32), flags as
+    its boolean attributes (adj_y=True); its types are inferred from its inputs. Returns its
+    output.
+
+    TensorFlow's functions (tf.reshape ...) take 0.45-0.6 ms of Python for each op they add
+    to a graph, most of it checking their arguments; Graph.create_op 0.3 ms and the method
+    behind it 0.2 ms. Building the Winograd layers of a 400x300 run both ways (22 calls of
+    conv2d_same and as many kernel transforms, some 530 ops) took 300-425 ms through the
+    functions, about 230 through create_op and 135-195 through the method (six runs each,
+    AVX2 EPYC): a tenth of a later run's start-up. The method is private but TensorFlow's own way to it
+    (its constants are made through it), in the release requirements.txt pins.
+    """
+    tf = import_tf()
+    inputs = [_int32(value) if isinstance(value, (list, int)) else tf.convert_to_tensor(value)
+              for value in inputs]
+    attrs = {name: tf.AttrValue(b=flag) for name, flag in flags.items()}
+    graph = tf.get_default_graph()
+    return graph._create_op_internal(op_type, inputs, attrs=attrs or None).outputs[0]
 
 
 def _tile_indices(count):
@@ -132,8 +151,8 @@ def _int32(values):
     """The default graph's one int32 constant of values (a shape, a permutation, an axis, a
     padding), named by them. The layers of a block share their shapes, and a layer's gradient
     many of its forward pass's: at 400x300 the training graph's constants went from 675 of its
-    1,759 ops to 307 (each costs TensorFlow's Python about 0.3 ms to build, and the session's
-    graph optimiser its time to merge the copies)."""
+    1,759 ops to 307 (each cost TensorFlow's Python about 0.3 ms to build, and the graph
+    optimisers, since turned off, their time to merge the copies)."""
     array = np.asarray(values, np.int32)
     name = 'ints_%s_%s' % ('x'.join(map(str, array.shape)), '_'.join(map(str, array.flat)))
     return _constant(name, array, 'int32')
