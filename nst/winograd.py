@@ -129,15 +129,17 @@ def _op(op_type, *inputs, **flags):
     behind it 0.2 ms. Building the Winograd layers of a 400x300 run both ways (22 calls of
     conv2d_same and as many kernel transforms, some 530 ops) took 300-425 ms through the
     functions, about 230 through create_op and 135-195 through the method (six runs each,
-    AVX2 EPYC): a tenth of a later run's start-up. The method is private but TensorFlow's own way to it
-    (its constants are made through it), in the release requirements.txt pins.
+    AVX2 EPYC), against a later run's start-up of 2.5-2.8 s. The method is private, but it is
+    TensorFlow's own way to it (its constants are made through it), in the release that
+    requirements.txt pins.
     """
     tf = import_tf()
     inputs = [_int32(value) if isinstance(value, (list, int)) else tf.convert_to_tensor(value)
               for value in inputs]
     attrs = {name: tf.AttrValue(b=flag) for name, flag in flags.items()}
     graph = tf.get_default_graph()
-    return graph._create_op_internal(op_type, inputs, attrs=attrs or None).outputs[0]
+    op = graph._create_op_internal(op_type, inputs, attrs=attrs or None)  # noqa: SLF001
+    return op.outputs[0]
 
 
 def _tile_indices(count):
