@@ -88,9 +88,8 @@ def test_onednn_runs_the_direct_convolution_with_its_bias():
         x = tf.Variable(rng.standard_normal((1, 6, 8, 8)), dtype=tf.float32)
         kernel = tf.constant(rng.standard_normal((3, 3, 8, 8)), tf.float32)
         bias = tf.constant(rng.standard_normal(8), tf.float32)
-        outputs = [tf.nn.bias_add(fast_ops.conv2d_same(x, kernel, forward=forward), bias)
-                   for forward in ('transposed', 'direct')]
-        ops = run_op_types(runtime.session_config(), outputs, [x.initializer])
+        output = tf.nn.bias_add(fast_ops.conv2d_same(x, kernel, forward='direct'), bias)
+        ops = run_op_types(runtime.session_config(), output, [x.initializer])
     if not runtime.onednn_enabled():
         pytest.skip('oneDNN is off')
     assert ops['_MklNativeConv2DWithBias'] == 1
