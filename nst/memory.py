@@ -36,11 +36,12 @@ def vgg_conv_sizes(height, width, widths=VGG19_WIDTHS):
 
 # Constants of estimate_run_memory, calibrated against ru_maxrss (see its docstring).
 _MEMORY_RUNTIME = 640 * 2 ** 20       # TensorFlow's libraries, thread pools and Python
-# Extra copies of the largest activation while back-propagating: 4 before the Winograd layers,
-# whose temporaries at half resolution take about one more (+0.72 GB at 1920x1080).
-_MEMORY_BACKWARD_COPIES = 5
+# Extra copies of the largest activation while back-propagating: 4 (the Winograd layers'
+# temporaries at half resolution take about one; the Gram gradients, which took another, wait
+# for the backward pass since nst.fast_ops.defer_gram_gradients).
+_MEMORY_BACKWARD_COPIES = 4
 _MEMORY_IMAGE_COPIES = 17             # float32 copies of the image, plus 2 per style
-_MEMORY_LBFGS_IMAGE_COPIES = 76       # L-BFGS-B's history (10 pairs, float64) and work arrays
+_MEMORY_LBFGS_IMAGE_COPIES = 90       # L-BFGS-B's history (10 pairs, float64) and work arrays
 _MEMORY_WEIGHT_COPIES = 4             # the weights: file read, feed, session variables
 
 
@@ -48,48 +49,57 @@ def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer=
     """Estimate in bytes the peak memory of a style-transfer run at height x width.
 
     widths: the 5 block widths of the weights (VGG19_WIDTHS for the real file; vgg_widths()).
-    With A_l the elements of conv output l (vgg_conv_sizes), X = 3 * height * width the
+    With A_l the elements of conv output l (vgg_conv_sizes), B the elements of one conv output
+    of each block (the course's style layers conv1_1 ... conv5_1), X = 3 * height * width the
     elements of the image and K the elements of the conv kernels and biases, all float32 (4 B):
 
         bytes = 4 * (sum(A_l)                  forward activations, kept for the ReLU gradients
-                     + 5 * max(A_l)            gradients and temporaries at the largest layer
+                     + 4 * max(A_l)            gradients and temporaries at the largest layer
                      + (17 + 2 * styles) * X   the input variable, Adam's m and v, its gradient,
                                                fetched copies, the float64 content/style/noise
-                                               arrays of the set-up (+ 76 X for L-BFGS-B)
+                                               arrays of the set-up (+ 90 X for L-BFGS-B)
+                     + (styles - 1) * B        each further style's activations at the style
+                                               layers, fetched by its pass (the first's are in
+                                               the constants)
                      + 4 * K)                  the weights: as read, as fed, as session variables
                 + 640 MiB                      TensorFlow's runtime
 
     Calibrated on 2 CPUs (TensorFlow 2.21, oneDNN) from the peak ru_maxrss of whole CLI runs
-    (3 Adam iterations, 4:3 content, one style, weights as session variables), in MiB; the
-    real widths at 400, 800 and 1600 measured again with the Winograd layers (AVX2 EPYC), the
-    other rows before them:
+    (`/usr/bin/time -v python art_generation.py --model M --iterations 3 --width W
+    --start-width W`: 3 Adam iterations in one stage, 4:3 content, one style, weights as
+    session variables), in MiB; measured again with the Gram gradients deferred (AVX2 EPYC),
+    but the real widths at 16 and 200 (before them, and before the Winograd layers):
 
         tiny widths (4, 8, 8, 16, 16)      real widths (64, 128, 256, 512, 512)
         width  measured  estimated         width  measured  estimated
-           16       640        640            16       925        946
-          400       683        683           200       928       1023
-          800       812        809           400      1079       1254
-         1600      1320       1316           800      1817       2178
-         3200      3270       3343          1200      3213       3719
-         4800      6338       6721          1600      5186       5875
+          400       672        681            16       925        946
+          800       787        802           200       928       1015
+         1600      1248       1287           400      1006       1225
+         3200      2838       3226           800      1754       2061
+         4800      5873       6458          1200      2969       3456
+                                          1600      4463       5406
 
-    i.e. 0 .. +20 %, erring on the safe side (1920x1080 with the Winograd layers: 6.24 GB
-    measured, 6.57 GB estimated; with 4 copies here it was under by 3 %). Three styles, tiny,
-    3200: 3665 measured, 3695 estimated. L-BFGS-B: tiny 3200: 10004 / 10023; real 1600: 6678 /
-    7545.
-    Per pixel that is about 2.9 KB with the real widths besides the runtime (1.2 KB of it the
-    activations).
+    i.e. +1 .. +22 %, erring on the safe side (1920x1080, real widths: 5.49 GB measured by
+    benchmarks/print_size.py, 6.04 GB estimated). More styles: tiny 3200 with 3, 3599
+    measured, 3977 estimated; real 1600 with 3, 5842 / 7281; real 800 with 5, 2517 / 2999
+    (each further style 190-380 MiB there: its activations, which the image copies alone,
+    as calibrated before, missed). L-BFGS-B: tiny 3200, 10503 / 11136.
+    Per pixel that is about 2.4 KB with the real widths besides the runtime and the weights
+    (1.2 KB of it the activations).
     """
     sizes = vgg_conv_sizes(height, width, widths)
     activations = sum(elements for elements, _, _ in sizes)
     largest = max(elements for elements, _, _ in sizes)
     kernels = sum(9 * cin * cout + cout for _, cin, cout in sizes)
+    block_starts = [sum(VGG19_BLOCK_DEPTHS[:block]) for block in range(len(VGG19_BLOCK_DEPTHS))]
+    style_layers = sum(sizes[start][0] for start in block_starts)
     image_copies = _MEMORY_IMAGE_COPIES + 2 * styles
     if optimizer == 'lbfgs':
         image_copies += _MEMORY_LBFGS_IMAGE_COPIES
     image = 3 * height * width
     return (4 * (activations + _MEMORY_BACKWARD_COPIES * largest + image_copies * image
-                 + _MEMORY_WEIGHT_COPIES * kernels) + _MEMORY_RUNTIME)
+                 + (styles - 1) * style_layers + _MEMORY_WEIGHT_COPIES * kernels)
+            + _MEMORY_RUNTIME)
 
 
 # Float32 full-size copies of the picture a tiled stage holds beside its one-tile graph: the

@@ -12,19 +12,22 @@ def test_estimate_run_memory_by_hand():
     """5 x 6 image, block widths (1, 2, 2, 3, 3), worked out by hand from the documented formula.
 
     Block sizes (each 2x2 SAME pool rounds up): 5x6, 3x3, 2x2, 1x1, 1x1.
-    Conv outputs A_l: 30, 30 | 18, 18 | 8, 8, 8, 8 | 3, 3, 3, 3 | 3, 3, 3, 3: sum 152, max 30.
+    Conv outputs A_l: 30, 30 | 18, 18 | 8, 8, 8, 8 | 3, 3, 3, 3 | 3, 3, 3, 3: sum 152, max 30;
+    one of each block B: 30 + 18 + 8 + 3 + 3 = 62.
     Kernels + biases (9 in out + out): 28, 10 | 20, 38 | 38 x 4 | 57, 84, 84, 84 | 84 x 4: 893.
     Image X = 3 * 5 * 6 = 90.
-    Adam, one style: 4 * (152 + 5*30 + 19*90 + 4*893) + 640 MiB.
+    Adam, one style: 4 * (152 + 4*30 + 19*90 + 4*893) + 640 MiB.
     """
     widths = (1, 2, 2, 3, 3)
     runtime = 640 * 2 ** 20
-    assert memory.estimate_run_memory(5, 6, widths) == 4 * (152 + 150 + 1710 + 3572) + runtime
-    assert memory.estimate_run_memory(5, 6, widths) == 22336 + runtime
-    # Two more styles: 2 more image copies each; L-BFGS-B: 76 more.
-    assert memory.estimate_run_memory(5, 6, widths, styles=3) == 22336 + 4 * 4 * 90 + runtime
+    assert memory.estimate_run_memory(5, 6, widths) == 4 * (152 + 120 + 1710 + 3572) + runtime
+    assert memory.estimate_run_memory(5, 6, widths) == 22216 + runtime
+    # Two more styles: 2 more image copies each and their style layers' activations (B each).
+    assert (memory.estimate_run_memory(5, 6, widths, styles=3)
+            == 22216 + 4 * 4 * 90 + 4 * 2 * 62 + runtime)
+    # L-BFGS-B: 90 more image copies.
     assert (memory.estimate_run_memory(5, 6, widths, optimizer='lbfgs')
-            == 22336 + 4 * 76 * 90 + runtime)
+            == 22216 + 4 * 90 * 90 + runtime)
 
 
 def test_conv_sizes_at_the_course_size():
