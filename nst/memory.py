@@ -2,7 +2,7 @@
 
 import os
 
-from nst.config import VGG19_BLOCK_DEPTHS, VGG19_WIDTHS
+from nst.config import VGG19_BLOCK_DEPTHS, VGG19_CONV_LAYERS, VGG19_WIDTHS
 
 
 def vgg_widths(weights):
@@ -91,8 +91,8 @@ def estimate_run_memory(height, width, widths=VGG19_WIDTHS, styles=1, optimizer=
     activations = sum(elements for elements, _, _ in sizes)
     largest = max(elements for elements, _, _ in sizes)
     kernels = sum(9 * cin * cout + cout for _, cin, cout in sizes)
-    block_starts = [sum(VGG19_BLOCK_DEPTHS[:block]) for block in range(len(VGG19_BLOCK_DEPTHS))]
-    style_layers = sum(sizes[start][0] for start in block_starts)
+    style_layers = sum(elements for name, (elements, _, _) in zip(VGG19_CONV_LAYERS, sizes)
+                       if name.endswith('_1'))  # conv1_1 ... conv5_1
     image_copies = _MEMORY_IMAGE_COPIES + 2 * styles
     if optimizer == 'lbfgs':
         image_copies += _MEMORY_LBFGS_IMAGE_COPIES
