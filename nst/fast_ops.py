@@ -193,9 +193,10 @@ def _winograd_conv2d(x, kernel):
     """conv2d_same(x, kernel) both ways as Winograd convolutions (nst.winograd).
 
     The kernel's transforms are computed at each run from the kernel as stored (two small
-    matmuls, 3.5 ms at 512x512 channels on 2 AVX2 cores; 45-60 ms of a 400x300 step for all
-    the layers both ways): kept as variables they would take four times the kernels' memory,
-    200-400 MB more than a 400x300 run's 1.2 GB allows.
+    matmuls, and for the forward pass a transpose first: 8 and 5 ms at 512x512 channels on 2
+    AVX2 cores; about 70 ms of a 400x300 step for all the layers both ways): kept as variables
+    they would take four times the kernels' memory, 200-400 MB more than a 400x300 run's 1.2 GB
+    allows.
     The input gradient is the convolution of the gradient with the rotated kernel, whose
     transform is the kernel's with its taps reversed (winograd.kernel_transform(rotate=True)).
     """
@@ -204,7 +205,7 @@ def _winograd_conv2d(x, kernel):
     def gradient(d_outputs):  # with respect to x only: the weights are not trained
         with tf.control_dependencies([d_outputs]):
             transformed = winograd.kernel_transform(kernel, rotate=True)
-        return winograd.conv2d_same(d_outputs, transformed, transposed=True)
+        return winograd.conv2d_same(d_outputs, transformed)
 
     # Each transform waits for its convolution's input: depending on the weights alone, every
     # layer's would be ready at the start of a step and held until used (+230 MB at 400x300

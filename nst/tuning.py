@@ -38,9 +38,10 @@ from nst.config import VGG19_CONV_LAYERS
 from nst.files import atomic_write
 
 CACHE_FILE = 'tuning.json'
-CACHE_FORMAT = 6  # 2: Winograd among the candidates; 3, 4: its tiles gathered, its kernel
+CACHE_FORMAT = 7  # 2: Winograd among the candidates; 3, 4: its tiles gathered, its kernel
 # transforms one axis at a time (faster each); 5: sessions without grappler, 6: nor the
-# session's own optimiser: re-measure
+# session's own optimiser; 7: Winograd's forward matmuls read the transform transposed
+# (faster): re-measure
 # The CPU flags that change which kernels TensorFlow and oneDNN run.
 KEY_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
 # --precision auto takes bfloat16 only when its matmul beats float32's by this much: the Gram

@@ -51,37 +51,52 @@ OUTPUT_TRANSFORM = np.kron(_AT, _AT).astype(np.float32)   # (16, 36): 6x6 -> 4x4
 
 
 def kernel_transform(kernel, rotate=False):
-    """U = G g G^T of each (input, output) channel pair of a (3, 3, C_in, C_out) kernel tensor.
+    """U = G g G^T of each (input, output) channel pair of a (3, 3, C_in, C_out) kernel tensor,
+    laid out as conv2d_same reads it: (36, C_out, C_in).
 
-    Returns (36, C_in, C_out). rotate=True transforms the kernel rotated by 180 degrees (its
-    taps reversed), still laid out (36, C_in, C_out): with its channel axes read the other way
-    (conv2d_same(..., transposed=True)) it is the kernel of the input gradient.
+    rotate=True transforms the kernel rotated by 180 degrees (its taps reversed) for the input
+    gradient, the convolution of C_out back to C_in channels: laid out (36, C_in, C_out), its
+    own (36, C_out, C_in).
     """
     k_height, k_width, channels_in, channels_out = kernel.get_shape().as_list()
     if (k_height, k_width) != (3, 3):
         raise ValueError('Winograd F(4x4, 3x3) needs a 3x3 kernel, not %dx%d'
                          % (k_height, k_width))
+    if not rotate:
+        # (3, 3, C_in, C_out) -> (3, 3, C_out, C_in): 3 ms at 512x512 channels, as long as
+        # the transform's larger matmul
+        kernel = _op('Transpose', kernel, [0, 1, 3, 2])
+        channels_in, channels_out = channels_out, channels_in
     pairs = channels_in * channels_out
     # Reversing the taps of g is reversing G's columns: (G R) g (G R)^T.
     transform = (_constant('rotated_kernel_transform', _G[:, ::-1], kernel.dtype) if rotate
                  else _constant('kernel_transform', _G, kernel.dtype))  # (6, 3)
     # One axis at a time, as the input tiles (1.4-2.3x as fast as one (36, 9) matmul from 256
     # channels on, AVX2 EPYC): G on the rows, (3 ky, 3 kx * pairs) -> (6, 3 kx * pairs); then
-    # G on the columns of each of the 6 rows, (6, 3 kx, pairs) -> (6, 6, pairs) -> (36, C_in, C_out)
+    # G on the columns of each of the 6 rows, (6, 3 kx, pairs) -> (6, 6, pairs) -> (36, pairs)
     rows = _op('MatMul', transform, _op('Reshape', kernel, [3, 3 * pairs]))
     transformed = _op('BatchMatMulV2', transform, _op('Reshape', rows, [PATCH, 3, pairs]))
     return _op('Reshape', transformed, [PATCH * PATCH, channels_in, channels_out])
 
 
-def conv2d_same(x, transformed, transposed=False):
+def conv2d_same(x, transformed):
     """conv2d(x, g, stride 1, SAME) given U = kernel_transform(g).
 
-    x: (1, H, W, C_in) float32. transformed: (36, C_in, C_out), or with transposed=True
-    (36, C_out, C_in) (kernel_transform(g, rotate=True) of a kernel g of C_out -> C_in
-    channels, for its input gradient). Returns (1, H, W, C_out).
+    x: (1, H, W, C_in) float32. transformed: (36, C_out, C_in) (kernel_transform(g), or
+    kernel_transform(g, rotate=True) of a kernel g of C_out -> C_in channels, for its input
+    gradient). Returns (1, H, W, C_out).
+
+    The 36 matmuls read U transposed, (tiles, C_in) @ (C_in, C_out) from U's (C_out, C_in):
+    oneDNN's batched matmul runs 20-25 % faster so than from (C_in, C_out) at 512 output
+    channels and under 1,000 tiles, and as fast elsewhere. With the kernel's transpose that
+    takes, a forward pass at 512 output channels took 5-20 % less time (conv4 of a 400x300
+    picture or of a 556x504 tile, conv5 of a 1920x1080 picture), except on the smallest maps
+    (conv5 of the 400x300 picture and of the tile, 7-14 % more: the transpose costs more than
+    the matmul gains), and as long at the other layers, within 4 % (AVX2 EPYC, each shape both
+    ways in one process, alternated, 9-15 times; the input gradient read U so already).
     """
     _, height, width, channels_in = x.get_shape().as_list()
-    channels_out = transformed.get_shape().as_list()[1 if transposed else 2]
+    channels_out = transformed.get_shape().as_list()[1]
     rows, cols = -(-height // TILE), -(-width // TILE)  # tiles down and across
     tiles = rows * cols
     # SAME pads one pixel before; the last tiles may reach past the far edge, padded too.
@@ -104,8 +119,8 @@ def conv2d_same(x, transformed, transposed=False):
     v = _op('Transpose', _op('Reshape', v, [PATCH, rows, PATCH, cols * channels_in]), [0, 2, 1, 3])
     v = _op('BatchMatMulV2', transform, _op('Reshape', v, [PATCH, PATCH, tiles * channels_in]))
     v = _op('Reshape', v, [PATCH * PATCH, tiles, channels_in])
-    # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_in, C_out)
-    m = _op('BatchMatMulV2', v, transformed, adj_y=transposed)  # (36, tiles, C_out)
+    # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_out, C_in)^T
+    m = _op('BatchMatMulV2', v, transformed, adj_y=True)  # (36, tiles, C_out)
     # A^T M A: (36, tiles * C_out) -> (16, tiles * C_out) -> (4, 4, rows, cols, C_out)
     y = _op('MatMul', _constant('output_transform', OUTPUT_TRANSFORM, x.dtype),
             _op('Reshape', m, [PATCH * PATCH, tiles * channels_out]))

@@ -36,11 +36,13 @@ def test_kernel_transform_is_g_g_gt_per_channel_pair():
     with tf.Graph().as_default(), tf.Session() as sess:
         plain, rotated = sess.run([winograd.kernel_transform(tf.constant(kernel)),
                                    winograd.kernel_transform(tf.constant(kernel), rotate=True)])
-    assert plain.shape == rotated.shape == (36, 2, 3)
+    # Each laid out (36, its convolution's C_out, C_in): the gradient's runs from 3 to 2.
+    assert plain.shape == (36, 3, 2)
+    assert rotated.shape == (36, 2, 3)
     for i in range(2):
         for o in range(3):
             g = kernel[:, :, i, o].astype(np.float64)
-            np.testing.assert_allclose(plain[:, i, o], (winograd._G @ g @ winograd._G.T).ravel(),
+            np.testing.assert_allclose(plain[:, o, i], (winograd._G @ g @ winograd._G.T).ravel(),
                                        rtol=1e-6, atol=1e-6)
             flipped = g[::-1, ::-1]
             np.testing.assert_allclose(rotated[:, i, o],
@@ -63,9 +65,9 @@ def test_convolution_matches_the_direct_sum(height, width, channels_in, channels
 
 
 @pytest.mark.parametrize('height, width', [(8, 8), (7, 10)])
-def test_transposed_convolution_is_the_input_gradient(height, width):
-    """conv2d_same(dy, kernel_transform(g, rotate=True), transposed=True) is the gradient of
-    conv2d(x, g) with respect to x for an upstream gradient dy (TensorFlow's own)."""
+def test_rotated_kernel_convolution_is_the_input_gradient(height, width):
+    """conv2d_same(dy, kernel_transform(g, rotate=True)) is the gradient of conv2d(x, g) with
+    respect to x for an upstream gradient dy (TensorFlow's own)."""
     rng = np.random.default_rng(7)
     x = rng.normal(size=(1, height, width, 3)).astype(np.float32)
     kernel = rng.normal(size=(3, 3, 3, 6)).astype(np.float32)
@@ -76,8 +78,7 @@ def test_transposed_convolution_is_the_input_gradient(height, width):
         expected, = tf.gradients(tf.nn.conv2d(x_t, kernel_t, [1, 1, 1, 1], 'SAME'), x_t,
                                  grad_ys=tf.constant(d_y))
         got = winograd.conv2d_same(tf.constant(d_y),
-                                   winograd.kernel_transform(kernel_t, rotate=True),
-                                   transposed=True)
+                                   winograd.kernel_transform(kernel_t, rotate=True))
         expected, got = sess.run([expected, got])
     assert got.shape == x.shape
     assert_close(got, expected)
