@@ -93,7 +93,9 @@ def conv2d_same(x, transformed):
     picture or of a 556x504 tile, conv5 of a 1920x1080 picture), except on the smallest maps
     (conv5 of the 400x300 picture and of the tile, 7-14 % more: the transpose costs more than
     the matmul gains), and as long at the other layers, within 4 % (AVX2 EPYC, each shape both
-    ways in one process, alternated, 9-15 times; the input gradient read U so already).
+    ways in one process, alternated, 9-15 times; the input gradient read U so already). At
+    400x300 that evens out; a 504x556 tile's step gains 50-76 ms, 3-4 %
+    (benchmarks/winograd_layout.py times the matmuls both ways on any CPU).
     """
     _, height, width, channels_in = x.get_shape().as_list()
     channels_out = transformed.get_shape().as_list()[1]
