@@ -86,12 +86,23 @@ def time_shape(sess, tf, shape, rounds):
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
+def run_size(text):
+    """'400x300' -> (400, 300); argparse's type for --size."""
+    try:
+        width, height = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a size such as 400x300' % text) from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError('%r: both sides must be at least 1' % text)
+    return width, height
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--size', default='400x300', help='the run size, WxH')
+    parser.add_argument('--size', type=run_size, default=(400, 300), help='the run size, WxH')
     parser.add_argument('--rounds', type=int, default=9)
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.lower().split('x'))
+    width, height = args.size
     tf = runtime.import_tf()
     flags = sorted(runtime.cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'})
     print('Machine: %s [%s]; TensorFlow %s, oneDNN %s' % (

@@ -1,9 +1,11 @@
 """benchmarks/winograd_layout.py: the layer shapes it times are those of the run, as the tuning
 computes them (nst.tuning.conv_shapes), the Winograd layers only, grouped by shape."""
+import argparse
 import os
 import sys
 
 import numpy as np
+import pytest
 
 BENCHMARKS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               'benchmarks')
@@ -47,3 +49,10 @@ def test_tile_count_rounds_each_side_up():
     assert winograd_layout.tile_count(38, 50) == 10 * 13
     assert winograd_layout.tile_count(4, 4) == 1
     assert winograd_layout.tile_count(5, 1) == 2
+
+
+def test_run_size_reads_w_x_h_and_refuses_the_rest():
+    assert winograd_layout.run_size('504x556') == (504, 556)
+    for bad in ('400', '400x', 'axb', '0x300', '400x300x2'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            winograd_layout.run_size(bad)
