@@ -26,29 +26,18 @@ import time
 
 import numpy as np
 
-import benchmark_problem  # noqa: F401  (puts the project on the path)
-from nst import runtime, winograd  # noqa: E402
-from nst.config import VGG19_CONV_LAYERS, VGG19_WIDTHS  # noqa: E402
-
-LAST_LAYER = 'conv5_1'  # the deepest layer the course's costs read
+import onednn_layers  # (puts the project on the path, through benchmark_problem)
+from nst import runtime, tuning, winograd  # noqa: E402
 
 
-def layer_shapes(height, width, last=LAST_LAYER):
+def layer_shapes(height, width):
     """[(names, (H, W, C_in, C_out)), ...]: the distinct shapes of the layers a Winograd path may
-    take in a height x width run (blocks 2 to 5, up to last), in order, with the layers of each.
-
-    Block b works at ceil(H / 2^(b-1)) x ceil(W / 2^(b-1)); its first layer takes the previous
-    block's width in, the others its own."""
+    take in a height x width run (conv2_1 to conv5_1: not the input's full resolution), in
+    order, with the layers of each (the course's layers, onednn_layers.layer_shapes)."""
     shapes = {}
-    channels_in = 3
-    for name in VGG19_CONV_LAYERS[:VGG19_CONV_LAYERS.index(last) + 1]:
-        block = int(name[4])
-        channels_out = VGG19_WIDTHS[block - 1]
-        if block > 1:
-            scale = 2 ** (block - 1)
-            shape = (-(-height // scale), -(-width // scale), channels_in, channels_out)
-            shapes.setdefault(shape, []).append(name)
-        channels_in = channels_out
+    for name, channels_in, channels_out, h, w in onednn_layers.layer_shapes(height, width):
+        if not name.startswith('conv1_'):
+            shapes.setdefault((h, w, channels_in, channels_out), []).append(name)
     return [(names, shape) for shape, names in shapes.items()]
 
 
@@ -104,7 +93,8 @@ def main():
     args = parser.parse_args()
     width, height = args.size
     tf = runtime.import_tf()
-    flags = sorted(runtime.cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'})
+    cpu_flags = runtime.cpu_flags()
+    flags = [flag for flag in tuning.KEY_FLAGS if flag in cpu_flags]
     print('Machine: %s [%s]; TensorFlow %s, oneDNN %s' % (
         runtime.cpu_model(), ' '.join(flags), tf.__version__,
         'on' if runtime.onednn_enabled() else 'off'))
