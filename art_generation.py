@@ -8,7 +8,8 @@ the Gram matrices (the style) of image S. Read top to bottom:
 2. the style-transfer graph built from them, and model_nn, the course's training loop;
 3. main: `python art_generation.py` runs the notebook's cells, with the command line's options.
 
-Every run executes the functions of part 1: edit one and the next run changes. The machinery
+Every run executes the functions of parts 1 and 2: edit one and the next run changes (the
+loop's own steps are in nst.optimize, which model_nn calls with the options). The machinery
 (options, files, the optimisation loop, speed) lives in the package nst/.
 """
 
@@ -85,6 +86,7 @@ def compute_style_cost(model, STYLE_LAYERS, sess=None):
 
     The style image must be the model's current input: its activations at every style layer
     are evaluated now, in one session run (sess, or the default session), and held fixed.
+    (build_style_transfer passes a session on which the style's pass has run already.)
     """
     tf = import_tf()
     sess = sess or tf.get_default_session()
@@ -128,22 +130,20 @@ def build_style_transfer(sess, model, content_image, style_images, *, blend_weig
     a_G = model[content_layer]
     J_content = compute_content_cost(a_C, a_G)
 
-    # Each style image's activations at each style layer. (Every pass runs before the style
-    # costs are built: a session keeps the ops it has run as they were, and prepare rewires
-    # the Gram matrices' users to faster ones, nst.fast_ops.use_fast_grams.)
-    style_activations = []
+    # Each style image's activations at the style layers, held fixed. (Every pass runs before
+    # the style costs are built: a session keeps the ops it has seen as they were, and prepare
+    # rewires the Gram matrices' users to faster ones, nst.fast_ops.use_fast_grams.)
+    style_passes = []
     for style_image in style_images:
         set_input(sess, style_image)
-        style_activations.append(
-            sess.run({layer_name: model[layer_name] for layer_name, _ in style_layers}))
+        style_passes.append(fixed.evaluated(
+            sess, [model[layer_name] for layer_name, _ in style_layers]))
 
-    # The style cost, each style image's weighted.
+    # The style cost: compute_style_cost reads each style's activations from its pass; each
+    # style's cost is weighted.
     J_style = 0
-    for a_S, weight in zip(style_activations, blend_weights):
-        for layer_name, coeff in style_layers:
-            a_G = model[layer_name]
-            J_style_layer = compute_layer_style_cost(fixed.hold(a_S[layer_name]), a_G)
-            J_style += weight * coeff * J_style_layer
+    for style_pass, weight in zip(style_passes, blend_weights):
+        J_style += weight * compute_style_cost(model, style_layers, sess=style_pass)
 
     J = total_cost(J_content, J_style, alpha=alpha, beta=beta)
     if tv_weight:
@@ -152,19 +152,22 @@ def build_style_transfer(sess, model, content_image, style_images, *, blend_weig
                             fixed=fixed, sess=sess)
 
 
-def model_nn(sess, input_image, num_iterations=200, nst=None, output_dir=None):
+def model_nn(sess, input_image, num_iterations=200, nst=None, output_dir=None, **options):
     """The course's training loop: Adam steps on the input; prints the costs and saves the
     image every 20 iterations, and output/generated_image.jpg at the end.
 
     nst: the graph from build_style_transfer or nst.optimize.prepare (default: the last one
-    built in sess.graph). Returns the generated image, (1, H, W, 3) mean-subtracted.
+    built in sess.graph). options: the command line's, as nst.optimize.optimise takes them
+    (the optimizer, how often to print and save, tiles, checkpoints, Ctrl-C; save_image, the
+    course's by default). Returns the generated image, (1, H, W, 3) mean-subtracted.
     """
     nst = nst or optimize.latest_style_transfer(sess.graph)
     if nst is None:
         raise ValueError('model_nn: no style-transfer graph in this session; '
                          'call build_style_transfer first')
+    options.setdefault('save_image', save_image)
     result = optimize.optimise(sess, nst, input_image, num_iterations, output_dir=output_dir,
-                               save_image=save_image)
+                               **options)
     return result.image
 
 
@@ -189,19 +192,18 @@ def main(argv=None):
         stop = optimize.StopRequest()  # Ctrl-C: end the current iteration, keep its image
         with cli.progress_bar(options, inputs.stages, record) as progress:
             for stage in stop.covering(record.stages_to_run()):  # one stage: the course's run
-                result = run_stage(options, inputs, stage, record, progress, stop)
-                record.add(stage, result)
+                generated_image = run_stage(options, inputs, stage, record, progress, stop)
                 if record.stopped():
                     break
                 if stage.count > 1:
-                    save_image(cli.stage_path(options, stage), result.image)
+                    save_image(cli.stage_path(options, stage), generated_image)
         outcome.code = cli.finish(options, record)
     return outcome.code
 
 
 def run_stage(options, inputs, stage, record, progress, stop):
-    """The notebook's cells at one stage's size: the images, the model, the costs, the loop.
-    Returns the loop's nst.optimize.RunResult."""
+    """The notebook's cells at one stage's size: the images, the model, the costs, the loop
+    (model_nn; its nst.optimize.RunResult goes to record). Returns the generated image."""
     content, styles, initial = cli.stage_images(options, inputs, stage)
     content_image = reshape_and_normalize_image(content)
     style_images = [reshape_and_normalize_image(style) for style in styles]
@@ -234,15 +236,15 @@ def run_stage(options, inputs, stage, record, progress, stop):
                                           options.content_layer, options.style_layers,
                                           record.seam_generator(stage))
         cli.start_stage(progress, stage, tiling)
-        return optimize.optimise(
-            sess, nst, generated_image, record.remaining(stage), optimizer=options.optimizer,
+        return model_nn(
+            sess, generated_image, record.remaining(stage), nst=nst, optimizer=options.optimizer,
             output_dir=options.output_dir, save_every=options.save_every,
             print_every=options.print_every, progress=progress,
             save_image=(cli.colour_preserving(content) if options.preserve_colors
                         else save_image),
             first_iteration=record.iterations, average=options.average, stop=stop,
             tiled=tiled, resume=record.continuation(stage),
-            checkpoint=record.checkpointer(stage))
+            checkpoint=record.checkpointer(stage), finished=lambda run: record.add(stage, run))
 
 
 if __name__ == '__main__':

@@ -46,6 +46,40 @@ class FixedInputs:
         self.values[placeholder] = array
         return placeholder
 
+    def evaluated(self, sess, tensors):
+        """Evaluate tensors in sess now and hold their values (hold, in the order given); return
+        a stand-in for sess whose run(fetches) gives the placeholders of any of those tensors
+        (one, or a list, tuple or dict of them), as the course's compute_style_cost reads a
+        style's activations through sess.run. The cost built on them reads placeholders, not
+        constants: no copy of the activations in the graph, and tiles feed each their own.
+
+        The passes of every style run before any style cost is built: a session keeps the ops
+        it has seen as they were, and prepare then rewires the Gram matrices' users
+        (fast_ops.use_fast_grams)."""
+        tensors = list(tensors)
+        values = sess.run(tensors)
+        return _EvaluatedSession(sess.graph, {tensor.name: self.hold(value)
+                                              for tensor, value in zip(tensors, values)})
+
+
+class _EvaluatedSession:
+    """A session on which some tensors have run (FixedInputs.evaluated): run() gives their
+    held placeholders."""
+
+    def __init__(self, graph, held):
+        self.graph, self.held = graph, held  # tensor name -> placeholder
+
+    def run(self, fetches, feed_dict=None):
+        if isinstance(fetches, dict):
+            return {key: self.run(value) for key, value in fetches.items()}
+        if isinstance(fetches, (list, tuple)):
+            return type(fetches)(self.run(value) for value in fetches)
+        name = getattr(fetches, 'name', fetches)
+        if feed_dict or name not in self.held:
+            raise ValueError('%s was not evaluated for the style cost: its session gives the '
+                             'style layers\' activations only' % name)
+        return self.held[name]
+
 
 def total_variation_cost(image):
     """Squared total variation: the sum of squared differences between neighbouring pixels.
@@ -340,7 +374,8 @@ class Continuation(NamedTuple):
 
 def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output_dir=None,
              save_every=20, print_every=20, progress=True, save_image=None, stop=None,
-             first_iteration=0, average=0.0, tiled=None, resume=None, checkpoint=None):
+             first_iteration=0, average=0.0, tiled=None, resume=None, checkpoint=None,
+             finished=None):
     """Minimise nst.J from input_image; print and save as the course does.
 
     Every print_every iterations prints the course's `Iteration i :` block; every save_every
@@ -353,6 +388,7 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
     tiled: TiledTargets: nst is built on one tile and every step visits every tile of the
     full-size input_image (Adam only). resume: a Continuation to go on from. checkpoint:
     called with a LoopSnapshot every save_every iterations and when Ctrl-C stops the run.
+    finished: called with the RunResult at the end (model_nn returns only its image).
     Returns a RunResult. A non-finite cost stops the run and keeps the last finite image.
     """
     output_dir = output_dir or OUTPUT_DIR
@@ -393,8 +429,11 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
     if interrupted and checkpoint is not None and not state.diverged:
         checkpoint(state.snapshot())
     state.save(os.path.join(output_dir, 'generated_image.jpg'), state.result())
-    return RunResult(state.result(), state.history, interrupted, state.diverged,
-                     state.completed)
+    result = RunResult(state.result(), state.history, interrupted, state.diverged,
+                       state.completed)
+    if finished is not None:
+        finished(result)
+    return result
 
 
 class Progress:

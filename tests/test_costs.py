@@ -294,3 +294,46 @@ def test_editing_compute_content_cost_changes_the_cost_of_a_command_line_run(cou
     doubled_content, doubled_style = course_run('doubled-content')
     assert doubled_content == pytest.approx(2 * content_cost, rel=1e-4)
     assert doubled_style == pytest.approx(style_cost, rel=1e-5)
+
+
+def test_editing_compute_style_cost_changes_the_cost_of_a_command_line_run(course_run,
+                                                                           monkeypatch):
+    """And the style cost goes through art_generation.compute_style_cost (which calls
+    compute_layer_style_cost), once per style image, with the style layers of the run."""
+    content_cost, style_cost = course_run('course')
+    real_style_cost = ag.compute_style_cost
+    calls = []
+
+    def tripled_style_cost(model, STYLE_LAYERS, sess=None):
+        calls.append(list(STYLE_LAYERS))
+        return 3 * real_style_cost(model, STYLE_LAYERS, sess)
+
+    monkeypatch.setattr(ag, 'compute_style_cost', tripled_style_cost)
+    tripled_content, tripled_style = course_run('tripled-style')
+    assert calls == [ag.STYLE_LAYERS]
+    assert tripled_style == pytest.approx(3 * style_cost, rel=1e-4)
+    assert tripled_content == pytest.approx(content_cost, rel=1e-5)
+
+
+def test_a_command_line_run_goes_through_model_nn(tiny_vgg_file, pics, tmp_path, monkeypatch,
+                                                 capsys):
+    """The run's loop is art_generation.model_nn, once a stage: what an edit of it prints
+    shows in a command-line run."""
+    real_model_nn = ag.model_nn
+    calls = []
+
+    def edited_model_nn(sess, input_image, num_iterations=200, **options):
+        calls.append(num_iterations)
+        print('edited model_nn')
+        return real_model_nn(sess, input_image, num_iterations, **options)
+
+    monkeypatch.setattr(ag, 'model_nn', edited_model_nn)
+    code = ag.main(['--model', tiny_vgg_file, '--no-download', '--no-tune', '--no-progress',
+                    '--content', pics.content, '--style', pics.style,
+                    '--width', '64', '--start-width', '32', '--scale-factor', '2',
+                    '--stage-iterations', '2,1', '--save-every', '0',
+                    '--output-dir', str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert calls == [2, 1]  # one loop a stage: 32 pixels wide, then 64
+    assert out.count('edited model_nn') == 2

@@ -57,6 +57,26 @@ def test_total_variation_by_hand():
 # model_nn, as the notebook calls it
 # ----------------------------------------------------------------------------------------------
 
+def test_evaluated_session_gives_held_activations_and_refuses_others():
+    """FixedInputs.evaluated runs the tensors once and holds their values in the order given;
+    its stand-in session gives their placeholders however they are fetched, and refuses a
+    tensor it did not evaluate with a line naming it."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        x = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+        sess.run(x.initializer)
+        doubled, squared, other = 2 * x, tf.square(x), x + 1
+        fixed = optimize.FixedInputs()
+        evaluated = fixed.evaluated(sess, [squared, doubled])
+        x.load(np.zeros((2, 3), np.float32), sess)  # later inputs change nothing held
+        held = evaluated.run({'d': doubled, 's': [squared]})
+        assert list(fixed.values) == [held['s'][0], held['d']]  # the order given
+        np.testing.assert_array_equal(fixed.values[held['d']], 2 * np.arange(6).reshape(2, 3))
+        np.testing.assert_array_equal(sess.run(held['s'][0] + 0, fixed.values),
+                                      np.square(np.arange(6)).reshape(2, 3))
+        with pytest.raises(ValueError, match=other.name):
+            evaluated.run(other)
+
+
 def test_model_nn_end_to_end(tiny_weights, tmp_path, capsys):
     """The notebook's last cells on a small image: model_nn(sess, input_image) finds the graph
     built in the session, prints the course's four lines every 20 iterations with falling costs,
