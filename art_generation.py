@@ -15,6 +15,10 @@ loop's own steps are in nst.optimize, which model_nn calls with the options). Th
 
 import sys
 
+if __name__ == '__main__':  # a Ctrl-C while the modules below load: one line, exit 130
+    from nst.errors import exit_quietly_on_ctrl_c
+    exit_quietly_on_ctrl_c()
+
 from nst import cli, optimize, stages
 from nst.runtime import import_tf, session_config  # tensorflow.compat.v1, on first use
 from nst_utils import (generate_noise_image, load_vgg_model, reshape_and_normalize_image,

@@ -9,15 +9,16 @@ import argparse
 import contextlib
 import math
 import os
+import stat
 import sys
 from typing import NamedTuple
 
 import numpy as np
 
-from nst import checkpoint, config, download, memory, runtime, stages, tiles
+from nst import checkpoint, config, download, errors, memory, runtime, stages, tiles
 from nst.config import VGG19_KEYS
 from nst.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CheckpointError,
-                        DownloadError, NSTError, UsageError)
+                        DownloadError, NSTError, UsageError, one_line)
 from nst.images import (fit_image, read_image, resize_image, save_pixels, to_pixels,
                         transfer_luminance)
 from nst.weights import layers_needed, read_vgg_weights
@@ -25,8 +26,9 @@ from nst.weights import layers_needed, read_vgg_weights
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _number(kind, minimum=None, strictly=False, name=None):
-    """An argparse type: a finite number of kind (int or float) above a minimum."""
+def _number(kind, minimum=None, strictly=False, name=None, maximum=None):
+    """An argparse type: a finite number of kind (int or float) above a minimum (and at most
+    a maximum)."""
     def parse(text):
         try:
             value = kind(text)
@@ -41,6 +43,8 @@ def _number(kind, minimum=None, strictly=False, name=None):
         if minimum is not None and (value <= minimum if strictly else value < minimum):
             raise argparse.ArgumentTypeError('%r must be %s %s' % (
                 text, 'greater than' if strictly else 'at least', minimum))
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError('%r must be at most %s' % (text, maximum))
         return value
     parse.__name__ = name or kind.__name__
     return parse
@@ -56,7 +60,8 @@ def parse_style_layers(text):
     """'conv1_1:0.2,conv2_1:0.2' -> [('conv1_1', 0.2), ('conv2_1', 0.2)]."""
     layers = []
     for item in text.split(','):
-        name, sep, weight = item.strip().partition(':')
+        name, sep, weight = item.partition(':')
+        name = name.strip()
         if name not in VGG19_KEYS:
             raise argparse.ArgumentTypeError('unknown layer %r (one of %s)'
                                              % (name, ', '.join(VGG19_KEYS)))
@@ -67,6 +72,8 @@ def parse_style_layers(text):
         if value is None or not math.isfinite(value) or value < 0:
             raise argparse.ArgumentTypeError('%r needs a weight: layer:weight with a '
                                              'non-negative number' % item.strip())
+        if name in dict(layers):  # the course's sum would count it twice
+            raise argparse.ArgumentTypeError('%s is given twice' % name)
         layers.append((name, value))
     if not any(weight > 0 for _, weight in layers):
         raise argparse.ArgumentTypeError('no style layer has a positive weight')
@@ -193,7 +200,7 @@ def build_parser(content_layer, style_layers):
     cost.add_argument('--noise-ratio', type=_number(float, 0.0, name='number from 0 to 1'),
                       default=config.NOISE_RATIO,
                       help='share of uniform(-20, 20) noise in the initial image')
-    cost.add_argument('--seed', type=non_negative_int,
+    cost.add_argument('--seed', type=_number(int, 0, name='seed', maximum=2 ** 32 - 1),
                       help='seed of the initial noise (default: a different run each time)')
     cost.add_argument('--preserve-colors', action='store_true',
                       help="keep the content's colours: only the luminance is styled (YCbCr)")
@@ -343,12 +350,41 @@ def plan_tiles(options, plan, weights):
     return tilings[::-1]
 
 
+# Bytes a pixel of a scaled style takes while it is made: Pillow's RGB image (4 bytes) and
+# NumPy's copy (3), before the stage's part of it is cropped.
+_SCALED_STYLE_BYTES_PER_PIXEL = 8
+
+
+def check_style_scale(options, plan, styles):
+    """Refuse a --style-scale whose scaled style (made whole, then cropped to the stage: see
+    nst.stages.style_at) would not fit the memory budget at the largest stage."""
+    budget = options.max_memory or memory.available_memory()
+    if options.style_scale <= 1.0 or budget is None:
+        return
+    stage = plan[-1]
+    for path, style in zip(options.style, styles):
+        width, height = stages.scaled_style_size(style.shape, stage.width, stage.height,
+                                                 options.style_scale)
+        needed = width * height * _SCALED_STYLE_BYTES_PER_PIXEL
+        if needed > budget:
+            size = ('%dx%d pixels (about %s)' % (width, height, memory.format_bytes(needed))
+                    if needed < 2 ** 60 else '%.2g pixels' % (width * height))
+            raise UsageError('--style-scale %g: the style %s would be scaled to %s for the %dx%d '
+                             'result, more than %s %s'
+                             % (options.style_scale, path, size, stage.width, stage.height,
+                                memory.format_bytes(budget),
+                                'the budget' if options.max_memory else 'available'))
+
+
 def ensure_weights(options):
     """The weights file, downloaded on first use unless --no-download."""
     path = options.model
     if os.path.exists(path):
+        if stat.S_ISFIFO(os.stat(path).st_mode):  # reading it would wait for a writer
+            raise UsageError('%s: is a named pipe, not a weights file (--model)' % path)
         return path
     url = os.environ.get('NST_VGG_URL') or config.VGG_URL  # a mirror; the SHA-256 still holds
+    _check_url(url)
     if options.no_download:
         raise UsageError('%s: weights file not found (--no-download); download %s '
                          '(SHA-256 %s) to that path' % (path, url, config.VGG_SHA256))
@@ -393,8 +429,24 @@ def resolve_precision(options):
     return precision
 
 
+def _check_url(url):
+    """A mirror in NST_VGG_URL that cannot be an address to download from: UsageError."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        detail = ''
+    except ValueError as error:
+        parts, detail = None, ' (%s)' % one_line(error)
+    if (parts is None or parts.scheme not in ('http', 'https') or not parts.hostname
+            or any(c.isspace() or not c.isprintable() for c in url)):
+        raise UsageError('NST_VGG_URL: %r is not an http:// or https:// address with a host%s'
+                         % (url, detail))
+
+
 def _note(line):
-    print(line, file=sys.stderr)
+    """Print one line on stderr: a newline inside (a path's, say) is shown as \\n."""
+    print(line.replace('\r', '\\r').replace('\n', '\\n'), file=sys.stderr)
 
 
 class Inputs(NamedTuple):
@@ -422,6 +474,7 @@ def prepare_inputs(options):
         option = ('--stage-iterations' if options.stage_iterations
                   and 'iteration counts' in str(error) else '--scale-factor')
         raise UsageError('%s: %s' % (option, error)) from None
+    check_style_scale(options, plan, styles)
     weights_path = ensure_weights(options)
     layers = (options.content_layer,) + tuple(name for name, _ in options.style_layers)
     weights = read_vgg_weights(weights_path, layers_needed(layers))  # fails here if damaged
@@ -655,6 +708,11 @@ def finish(options, record):
     stage_marks = [(first, inputs.stages[index].name) for index, first in record.stage_starts()
                    if inputs.stages[index].count > 1]
     save_plots(options.output_dir, record.history, content, styles, result_pixels, stage_marks)
+    if result.diverged == 'gradient':
+        _note("error: the gradient overflowed float32 after %d iterations (Adam's moments are "
+              'not finite: --alpha, --beta or --tv-weight too large?); the latest image is in %s'
+              % (record.iterations, final_path))
+        return EXIT_FAILURE
     if result.diverged:
         if not record.history:
             _note('error: the cost is not finite from the first iteration (a damaged weights '
@@ -662,7 +720,7 @@ def finish(options, record):
                   'is in %s' % (inputs.weights_path, final_path))
         else:
             _note('error: the cost became non-finite after %d iterations; the last image with '
-                  'a finite cost is in %s (try a lower --learning-rate)'
+                  'a finite cost is in %s (try a lower --learning-rate, --alpha or --beta)'
                   % (record.iterations, final_path))
         return EXIT_FAILURE
     if result.interrupted:
@@ -683,13 +741,14 @@ def exit_codes(outcome):
     """Turn what escapes a run into one line on stderr and outcome.code: an NSTError's own exit
     code, 130 for a Ctrl-C outside the loop (or a second one), 1 for running out of memory.
     Never a traceback."""
+    errors.quiet_start_ended()  # from here a Ctrl-C is a KeyboardInterrupt, handled below
     try:
         yield
     except NSTError as error:
         _note('error: %s' % error)
         outcome.code = error.exit_code
     except KeyboardInterrupt:
-        _note('Interrupted; nothing more was saved')
+        _note(errors.INTERRUPTED_AT_ONCE)
         outcome.code = EXIT_INTERRUPTED
     except MemoryError:
         _note('error: out of memory; try a smaller --width')

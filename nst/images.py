@@ -1,6 +1,7 @@
 """Image files in and out (Pillow): read any picture as RGB, resize, save atomically."""
 
 import os
+import warnings
 
 import numpy as np
 
@@ -24,10 +25,14 @@ def read_image(path):
     if os.path.getsize(path) == 0:
         raise ImageError('%s: image file is empty' % path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(_to_rgb(image), dtype=np.uint8)
+        # Above 89 megapixels Pillow warns (two lines on stderr) before it refuses at 179; the
+        # run's memory check judges what it can hold.
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return np.asarray(_to_rgb(image), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageError('%s: not an image Pillow can read' % path) from None
     except Image.DecompressionBombError as error:  # not an OSError: would escape as a traceback

@@ -315,7 +315,8 @@ class RunResult(NamedTuple):
     image: np.ndarray       # (1, H, W, 3) the latest finite image, mean-subtracted
     history: list           # [(iteration, total, content, style), ...]
     interrupted: bool       # stopped by Ctrl-C
-    diverged: bool          # stopped on a non-finite cost
+    diverged: object        # False, or why it stopped: 'cost' (not finite) or 'gradient'
+                            # (Adam's moments overflowed float32)
     iterations: int         # iterations completed
 
 
@@ -425,6 +426,8 @@ def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output
         finally:
             if owns_bar:
                 progress.close()
+    if not state.diverged and state.adam_overflowed():
+        state.diverged = 'gradient'
     interrupted = stop.requested
     if interrupted and checkpoint is not None and not state.diverged:
         checkpoint(state.snapshot())
@@ -474,15 +477,20 @@ class Progress:
         share = self.work[self.stage] * done / count - self.step_work
         self.step_work += share
         self.bar.set_description_str(self._description(), refresh=False)
-        self.bar.update(share)
+        self._advance(share)
 
     def step(self, costs):
         self.done += 1
         self.tiles = None
         self.bar.set_description_str(self._description(), refresh=False)
         self.bar.set_postfix_str('J=%.3g content=%.3g style=%.3g' % tuple(costs), refresh=False)
-        self.bar.update(self.work[self.stage] - self.step_work)
+        self._advance(self.work[self.stage] - self.step_work)
         self.step_work = 0.0
+
+    def _advance(self, work):
+        # Never past the total: a step's tiles' shares, rounded, can add up to a hair more
+        # than the step (tqdm then warns on stderr and shows a negative time left).
+        self.bar.update(min(work, self.bar.total - self.bar.n))
 
     def write(self, text):
         from tqdm.auto import tqdm
@@ -554,7 +562,7 @@ class _LoopState:
         """Record iteration i (of this stage) whose result is image; costs are (J, J_content,
         J_style) of some recent image, used for the history and the progress bar."""
         if not all(math.isfinite(c) for c in costs) or not np.all(np.isfinite(image)):
-            self.diverged = True
+            self.diverged = 'cost'
             self._keep_last_finite()
             return False
         self.previous_image = self.last_image
@@ -578,8 +586,21 @@ class _LoopState:
         if self.save_every and number % self.save_every == 0:
             self.save(os.path.join(self.output_dir, str(number) + '.png'), self.result())
             if self.checkpoint is not None:
+                if self.adam_overflowed():
+                    self.diverged = 'gradient'
+                    return False
                 self.checkpoint(self.snapshot())
         return True
+
+    def adam_overflowed(self):
+        """Whether Adam's moments have left float32 (v holds the squared gradient: a gradient
+        above about 1.8e19, from cost weights far too large). The image then stops moving
+        (m / sqrt(v) is 0) while the cost stays finite, and no checkpoint could hold it.
+        Checked when a checkpoint is due and at the end, not at every step."""
+        if self.adam is None:
+            return False
+        adam = self.adam()
+        return not (np.isfinite(adam.m).all() and np.isfinite(adam.v).all())
 
     def _keep_last_finite(self):
         """On divergence, make last_image the last image whose cost is finite.

@@ -34,7 +34,8 @@ def save_plots(output_dir, history, content, styles, result, stage_marks=()):
         axes.set_yscale('log')
         axes.set_xlabel('iteration')
         axes.set_ylabel('cost')
-        axes.legend()
+        if axes.get_legend_handles_labels()[0]:  # else no cost above 0 to show on a log scale
+            axes.legend()
         axes.grid(True, which='both', alpha=0.3)
         _save_figure(figure, os.path.join(output_dir, 'costs.png'))
 

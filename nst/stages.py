@@ -93,11 +93,16 @@ def style_at(style, width, height, scale=1.0):
     """
     if scale == 1.0:
         return fit_image(style, width, height)
-    cover = max(width / style.shape[1], height / style.shape[0])
-    scaled_width = max(1, round(style.shape[1] * cover * scale))
-    scaled_height = max(1, round(style.shape[0] * cover * scale))
-    scaled = resize_image(style, scaled_width, scaled_height)
+    scaled = resize_image(style, *scaled_style_size(style.shape, width, height, scale))
     return _centre_fill(scaled, width, height)
+
+
+def scaled_style_size(style_shape, width, height, scale):
+    """(width, height) of a style of style_shape (h, w, ...) scaled by style_at for a
+    width x height stage: scale times the size at which it just covers the stage."""
+    cover = max(width / style_shape[1], height / style_shape[0])
+    return (max(1, round(style_shape[1] * cover * scale)),
+            max(1, round(style_shape[0] * cover * scale)))
 
 
 def _centre_fill(image, width, height):

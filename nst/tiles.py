@@ -41,7 +41,7 @@ def parse_memory_size(text):
         raise ValueError('%r has an unknown unit %r (K, M, G or T)' % (text, match.group(2)))
     if not math.isfinite(number):
         raise ValueError('%r is not a finite size' % text)
-    if number <= 0:
+    if int(number * scale) <= 0:  # 1e-9K: a budget of no bytes is none
         raise ValueError('%r must be above 0' % text)
     return int(number * scale)
 

@@ -360,7 +360,7 @@ def test_default_images_exist_and_load_at_the_course_size():
 
 def test_layer_options_parse():
     parse = parser().parse_args
-    options = parse(['--style-layers', 'conv1_1:0.5, conv3_1:1.5,conv5_4:0',
+    options = parse(['--style-layers', 'conv1_1:0.5, conv3_1 : 1.5,conv5_4:0',
                      '--content-layer', 'conv3_2'])
     assert options.style_layers == [('conv1_1', 0.5), ('conv3_1', 1.5), ('conv5_4', 0.0)]
     assert options.content_layer == 'conv3_2'
@@ -376,6 +376,7 @@ def test_layer_options_parse():
     ('--style-layers', 'conv1_1:0,conv2_1:0'),
     ('--style-layers', ''),
     ('--style-layers', 'relu1_1:0.2'),
+    ('--style-layers', 'conv1_1:0.5,conv1_1:0.5'),
     ('--content-layer', 'conv6_1'),
     ('--content-layer', 'relu4_2'),
     ('--content-layer', ''),
@@ -405,7 +406,7 @@ BAD_NUMBERS = [
     ('--noise-ratio', ['-0.1', '1.5', '2', 'abc', 'nan', 'inf']),
     ('--save-every', ['-1', 'x', '2.5', 'nan', 'inf']),
     ('--print-every', ['-1', 'nan']),
-    ('--seed', ['-1', 'nan']),
+    ('--seed', ['-1', 'nan', '4294967296', '1e40']),
     ('--style-blend-weights', ['-1', 'nan', 'inf']),
 ]
 
@@ -428,6 +429,49 @@ def test_zero_is_accepted_where_it_means_something(option):
     """The rejections above are not over-eager: 0 is a valid weight, ratio or 'never'."""
     options = nst_cli.build_parser(ag.CONTENT_LAYER, ag.STYLE_LAYERS).parse_args(['%s=0' % option])
     assert getattr(options, option[2:].replace('-', '_')) == 0
+
+
+def test_the_largest_seed_numpy_takes_is_accepted():
+    options = nst_cli.build_parser(ag.CONTENT_LAYER, ag.STYLE_LAYERS).parse_args(
+        ['--seed', str(2 ** 32 - 1)])
+    assert options.seed == 2 ** 32 - 1
+
+
+def test_a_named_pipe_as_the_model_is_refused_not_waited_on(capsys, tmp_path, pics):
+    """Opening a FIFO for reading waits for a writer: --model naming one is refused at once.
+    (Should it wait, a writer comes after 20 s and the test fails instead of hanging.)"""
+    fifo = str(tmp_path / 'weights.mat')
+    os.mkfifo(fifo)
+    unblock = threading.Timer(20, lambda: open(fifo, 'wb').close())
+    unblock.start()
+    try:
+        line = usage_error(capsys, ['--model', fifo, '--no-download', '--content', pics.content,
+                                    '--style', pics.style, '--output-dir', str(tmp_path / 'o')])
+    finally:
+        unblock.cancel()
+    assert fifo in line and 'named pipe' in line
+
+
+def test_a_newline_in_a_path_stays_on_the_one_line(capsys, tmp_path, pics, tiny_vgg_file):
+    missing = str(tmp_path / 'miss\ning.jpg')
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, tmp_path / 'out',
+                                              '--content', missing))
+    assert code == 2
+    one_error_line(err, str(tmp_path / 'miss\\ning.jpg'), 'not found')
+
+
+@pytest.mark.parametrize('scale', ['1e23', '1000'])
+def test_a_style_scale_too_large_for_memory_is_refused_before_anything_runs(
+        capsys, tmp_path, pics, tiny_vgg_file, scale):
+    """The 80x60 style scaled 1000 times for a 64x48 result is 64000x48000 pixels, about 23
+    GiB while it is made (1e23: more pixels than any memory): under --max-memory 1G, one line
+    naming the option, exit 2, before the weights are read or anything is written."""
+    out_dir = tmp_path / 'out'
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, out_dir, '--style-scale',
+                                              scale, '--max-memory', '1G'))
+    assert code == 2
+    one_error_line(err, '--style-scale', pics.style, 'the budget')
+    assert not out_dir.exists() or os.listdir(out_dir) == []
 
 
 def test_blend_weights_must_match_the_styles(capsys, pics, tmp_path, tiny_vgg_file):
@@ -1046,9 +1090,47 @@ def test_diverging_run_keeps_the_last_finite_image(capsys, tmp_path, pics, tiny_
                                         'summary.png', 'checkpoint.npz'}
 
 
+@pytest.mark.parametrize('iterations, save_every, overflow_named', [
+    (3, 1, True), (1, 0, True), (3, 0, False)], ids=['checkpoint', 'end', 'next-cost'])
+def test_a_gradient_that_overflows_adam_stops_the_run_with_one_line(
+        capsys, tmp_path, pics, tiny_vgg_file, iterations, save_every, overflow_named):
+    """--alpha 1e23: the first cost is finite, but its gradient squared leaves float32, so
+    Adam's v is inf. The run stops with one line naming the cost weights (exit 1): at the
+    first checkpoint, which could not hold Adam's state, or, with none due, when the next
+    step's cost is no longer finite (or at the end of the run, which checks Adam's state);
+    what is kept is a whole image and, if any, a checkpoint that loads."""
+    out_dir = tmp_path / 'out'
+    code, _, err = run_main(capsys, base_args(tiny_vgg_file, pics, out_dir, '--alpha', '1e23',
+                                              '--iterations', iterations,
+                                              '--save-every', save_every))
+    assert code == 1
+    line = one_error_line(err, '--alpha', out_dir / 'generated_image.jpg')
+    assert ('overflowed' in line) == overflow_named
+    assert read_rgb(out_dir / 'generated_image.jpg').shape == (HEIGHT, WIDTH, 3)
+    if (out_dir / 'checkpoint.npz').exists():
+        checkpoint.load_checkpoint(str(out_dir))
+
+
 # ----------------------------------------------------------------------------------------------
 # Downloads through the command line (the loopback server only)
 # ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('url', ['not a url', 'http://[::1', 'http://host:abc/x',
+                                 'https://localhost:1/a b', 'http://a\nb/', 'ftp://host/x',
+                                 'http:///no-host'])
+def test_a_malformed_mirror_is_a_usage_error_naming_nst_vgg_url(capsys, tmp_path, pics,
+                                                                 monkeypatch, sleeps, url):
+    """NST_VGG_URL that is no http(s) address with a host: one line naming the variable, exit
+    2, no attempt made (no retries slept) and nothing written beside the weights' path."""
+    monkeypatch.setenv('NST_VGG_URL', url)
+    dest = tmp_path / 'pretrained-model' / 'imagenet-vgg-verydeep-19.mat'
+    line = usage_error(capsys, ['--model', str(dest), '--content', pics.content,
+                                '--style', pics.style, '--no-progress',
+                                '--output-dir', str(tmp_path / 'out')])
+    assert line.startswith('error: NST_VGG_URL: ')
+    assert sleeps == []
+    assert not dest.parent.exists() or os.listdir(dest.parent) == []
 
 
 @pytest.mark.parametrize('route', ['/always-drop', '/wrong-bytes', '/missing'])
@@ -1101,6 +1183,33 @@ def test_offline_download_is_a_missing_file(capsys, tmp_path, pics, loopback_onl
 # ----------------------------------------------------------------------------------------------
 # Subprocesses: exit codes, stderr, signals
 # ----------------------------------------------------------------------------------------------
+
+
+CTRL_C_WHILE_LOADING = """
+import builtins, os, runpy, signal, sys
+real_import = builtins.__import__
+
+def importing(name, globals=None, locals=None, fromlist=(), level=0):
+    if name == 'nst' and fromlist and 'cli' in fromlist:  # art_generation's own modules
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C now, as the user's would arrive
+    return real_import(name, globals, locals, fromlist, level)
+
+builtins.__import__ = importing
+sys.argv = [sys.argv[1], '--help']
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_ctrl_c_while_the_modules_load_is_one_line_and_130(tmp_path, child_env):
+    """A Ctrl-C in the first moments of `python art_generation.py`, while its modules load
+    (before main can turn it into one line): one line, exit 130, no KeyboardInterrupt
+    traceback. The Ctrl-C is sent when art_generation.py imports its package's modules."""
+    process = subprocess.run([sys.executable, '-c', CTRL_C_WHILE_LOADING, SCRIPT],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                             env=child_env())
+    assert process.returncode == 130, process.stderr
+    assert process.stderr.strip().splitlines() == ['Interrupted; nothing more was saved']
+    assert 'usage:' not in process.stdout  # it stopped there
 
 
 def test_missing_weights_with_no_download(tmp_path, pics, child_env):

@@ -54,6 +54,21 @@ GREYS = np.array([[0, 1, 64, 127], [128, 200, 254, 255]], np.uint8)
 ALPHAS = np.array([[0, 255, 128, 1], [254, 64, 0, 255]], np.uint8)
 
 
+def test_a_picture_past_pillows_warning_size_reads_without_a_warning(tmp_path, monkeypatch,
+                                                                    recwarn):
+    """Pillow warns (two lines on stderr) above MAX_IMAGE_PIXELS and refuses above twice that;
+    the warning is not the run's business (its memory check is). Here the limit is lowered to
+    100 pixels, so a 12x12 picture (144) is past the warning and short of the refusal."""
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)
+    path = str(tmp_path / 'big.png')
+    Image.new('RGB', (12, 12), (10, 20, 30)).save(path)
+    assert images.read_image(path).shape == (12, 12, 3)
+    assert [str(w.message) for w in recwarn] == []
+    Image.new('RGB', (15, 15)).save(path)  # 225 pixels: refused, as before
+    with pytest.raises(ImageError, match='too large'):
+        images.read_image(path)
+
+
 def test_grayscale(tmp_path):
     path = save(Image.fromarray(GREYS, 'L'), tmp_path / 'grey.png', 'L')
     assert_pixels(images.read_image(path), np.repeat(GREYS[..., None], 3, axis=2), atol=0)

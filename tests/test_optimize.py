@@ -77,6 +77,22 @@ def test_evaluated_session_gives_held_activations_and_refuses_others():
             evaluated.run(other)
 
 
+def test_a_tiled_progress_bar_ends_at_its_total(capsys, recwarn):
+    """Each tile moves the bar by its share of the step; the shares, rounded, may add up to a
+    hair more than the step, and the bar must still end at its total (tqdm warns on stderr past
+    it, and shows a negative time left). 45 tiles of a 400x300 stage, 3 steps (a real run's)."""
+    with optimize.Progress([3], [400 * 300]) as progress:
+        progress.start_stage(0)
+        for _ in range(3):
+            for done in range(1, 46):
+                progress.tile(done, 45)
+            progress.step((1.0, 2.0, 3.0))
+        assert progress.bar.n <= progress.bar.total
+        assert progress.bar.n == pytest.approx(progress.bar.total, rel=1e-12)
+    assert [str(w.message) for w in recwarn] == []
+    assert 'clamping' not in capsys.readouterr().err
+
+
 def test_model_nn_end_to_end(tiny_weights, tmp_path, capsys):
     """The notebook's last cells on a small image: model_nn(sess, input_image) finds the graph
     built in the session, prints the course's four lines every 20 iterations with falling costs,

@@ -67,3 +67,14 @@ def test_a_plot_that_cannot_be_written_is_a_write_error(tmp_path):
     assert '\n' not in message and str(tmp_path / 'costs.png') in message
     assert info.value.exit_code == EXIT_FAILURE == 1
     assert sorted(os.listdir(tmp_path)) == ['costs.png']  # no temp file left behind
+
+
+def test_costs_all_zero_draw_no_curve_and_warn_nothing(tmp_path, recwarn):
+    """Every cost 0 (the content and the style are one image, no noise): nothing to draw on a
+    log scale, and no legend to make (matplotlib would warn on stderr that it has no labels)."""
+    save_plots(str(tmp_path), [(i, 0.0, 0.0, 0.0) for i in range(5)], CONTENT, STYLES[:1],
+               RESULT)
+    assert sorted(os.listdir(tmp_path)) == ['costs.png', 'summary.png']
+    costs = read_rgb(tmp_path / 'costs.png')
+    assert all(colour_pixels(costs, rgb) == 0 for rgb in CURVES)
+    assert [str(w.message) for w in recwarn] == []

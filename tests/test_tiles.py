@@ -17,7 +17,7 @@ def test_memory_sizes_parse(text, expected):
 @pytest.mark.parametrize('text, reason', [
     ('0G', 'above 0'), ('-2G', 'above 0'), ('6', 'needs a unit'), ('6X', 'unknown unit'),
     ('6Gb2', 'not a size'), ('G', 'not a size'), ('', 'not a size'),
-    ('1e999G', 'not a finite size')])
+    ('1e999G', 'not a finite size'), ('1e-9K', 'above 0'), ('0.0001K', 'above 0')])
 def test_bad_memory_sizes_say_why(text, reason):
     with pytest.raises(ValueError, match=reason) as error:
         tiles.parse_memory_size(text)
