@@ -201,7 +201,7 @@ def main(argv=None):
                     break
                 if stage.count > 1:
                     save_image(cli.stage_path(options, stage), generated_image)
-        outcome.code = cli.finish(options, record)
+        outcome.code = cli.finish(options, record, stop)
     return outcome.code
 
 

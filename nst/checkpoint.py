@@ -6,7 +6,8 @@ read with allow_pickle=False; everything that is not an array (counts, the rando
 options) is one JSON text stored as a 0-d unicode array.
 
 The options that shape the result are saved with the checkpoint, with the SHA-256 of the input
-images, so that a resumed run continues the run it claims to continue, or says why it cannot.
+images, so that a resumed run continues the run it claims to continue, or says why it cannot;
+each saved option must be one the command line could have given (options_problem).
 """
 
 import argparse
@@ -170,12 +171,15 @@ def save_checkpoint(directory, checkpoint):
         raise WriteError('%s: cannot be written (%s)' % (path, one_line(error))) from None
 
 
-def load_checkpoint(directory):
+def load_checkpoint(directory, parser=None):
     """The Checkpoint in DIR/checkpoint.npz; reads only.
+
+    parser: the command line's (nst.cli.build_parser); given, each saved option must also be a
+    value that command line could give (options_problem).
 
     Raises CheckpointError (exit 2), one line naming DIR: no such folder, no checkpoint there,
     unreadable, damaged (truncated, not a checkpoint, arrays of the wrong shape, kind or
-    values), or written by another format version.
+    values, options no command line gives), or written by another format version.
     """
     def fail(problem):
         return CheckpointError('--resume %s: %s' % (directory, problem))
@@ -210,6 +214,8 @@ def load_checkpoint(directory):
     except ValueError as error:
         raise fail('%s is damaged (%s)' % (path, error)) from None
     problem = _problem(checkpoint)
+    if problem is None and parser is not None:
+        problem = options_problem(checkpoint.options, parser)
     if problem:
         raise fail('%s is damaged (%s)' % (path, problem))
     return checkpoint
@@ -306,6 +312,11 @@ def _problem(checkpoint):
             return "Adam's v is negative"
         if not _is_count(step):
             return "Adam's step is %r, not a count" % (step,)
+        if step > checkpoint.iteration:
+            # Adam starts afresh at each stage, so its step is the stage's iteration; a resumed
+            # run replays that many steps (nst.optimize._float32_power): no more than were run.
+            return "Adam's step %d is past the stage's iteration %d" % (
+                step, checkpoint.iteration)
     if checkpoint.average is not None:
         total, weight = checkpoint.average
         if total.dtype != np.float64 or total.shape != image.shape:
@@ -320,6 +331,8 @@ def _problem(checkpoint):
         return 'the history is %s %s, not (n, 4) float64' % (history.dtype, history.shape)
     if not all(_is_count(index) and _is_count(first) for index, first in checkpoint.stage_starts):
         return 'the stage starts are not pairs of counts'
+    if any(index > checkpoint.stage for index, _ in checkpoint.stage_starts):
+        return 'the stage starts name a stage after stage %d, the one it is at' % checkpoint.stage
     try:
         _check_rng_state(checkpoint.rng_state)
     except ValueError as error:
@@ -333,6 +346,65 @@ def _problem(checkpoint):
         if not _digests_match(options[dest], options[key]):
             return 'the options hold no digest for each of the %s paths' % _option(dest)
     return None
+
+
+def options_problem(options, parser):
+    """What makes saved options (result_options, checked by _problem) ones that no command line
+    of parser gives, in a few words; None when each one could be given.
+
+    A saved option is valid only if the command line could have produced it, so each one, and
+    each saved setting, is written back as text and parsed by its own argparse action (its
+    type, which checks kind and range, and its choices): the rules are the parser's, not a copy
+    that could drift from them. Checks that need several options (nst.cli.check_options) are
+    made on the resumed options as on any others.
+    """
+    settings = options.get('settings', {})
+    if not isinstance(settings, dict):
+        return 'the settings are %r, not options and their values' % (settings,)
+    actions = {action.dest: action for action in parser._actions}
+    saved = [(dest, options[dest]) for dest in RESULT_OPTIONS] + [
+        (dest, value) for dest, value in settings.items() if dest in _RESUMED_SETTINGS]
+    for dest, value in saved:
+        problem = _given_problem(actions[dest], value) if dest in actions else None
+        if problem:
+            return 'the saved %s: %s' % (_option(dest), problem)
+    return None
+
+
+def _given_problem(action, value):
+    """Why value (JSON) is not what action gives for any command line; None if it is."""
+    if action.nargs == 0:  # a flag: its const when given, its default when not
+        if value is action.const or value is action.default:
+            return None
+        return '%r is neither %r nor %r' % (value, action.const, action.default)
+    if value is None:  # unset: only where the option's default is
+        return None if action.default is None else 'null, but every run has one'
+    many = action.nargs == '+'
+    if many and value == []:
+        return 'none, but it takes one or more'
+    parsed = []
+    for item in value if many and isinstance(value, list) else [value]:
+        try:
+            text = _text(item)
+            if action.dest == 'max_memory' and type(item) is int:
+                text = '%rK' % (item / 1024)  # saved in bytes; the command line needs a unit
+            item = action.type(text) if action.type else text
+        except (argparse.ArgumentTypeError, TypeError, ValueError, OverflowError) as error:
+            return one_line(error)
+        if action.choices is not None and item not in action.choices:
+            return '%r is not one of %s' % (item, ', '.join(map(str, action.choices)))
+        parsed.append(_json_value(item))
+    parsed = parsed if many else parsed[0]
+    if parsed != value:  # e.g. the text '64' for --width, which gives the number 64
+        return '%r, where the command line gives %r' % (value, parsed)
+    return None
+
+
+def _text(value, separators=',:'):
+    """value written as on the command line: a list as N,N,..., of pairs as name:weight,..."""
+    if isinstance(value, list) and separators:
+        return separators[0].join(_text(item, separators[1:]) for item in value)
+    return value if isinstance(value, str) else repr(value)
 
 
 def _digests_match(paths, digests):

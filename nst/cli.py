@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import stat
 import sys
 from typing import NamedTuple
@@ -17,8 +18,8 @@ import numpy as np
 
 from nst import checkpoint, config, download, errors, memory, runtime, stages, tiles
 from nst.config import VGG19_KEYS
-from nst.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, CheckpointError,
-                        DownloadError, NSTError, UsageError, one_line)
+from nst.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE,
+                        CheckpointError, DownloadError, NSTError, UsageError, one_line)
 from nst.images import (fit_image, read_image, resize_image, save_pixels, to_pixels,
                         transfer_luminance)
 from nst.weights import layers_needed, read_vgg_weights
@@ -35,7 +36,11 @@ def _number(kind, minimum=None, strictly=False, name=None, maximum=None):
         except ValueError:
             raise argparse.ArgumentTypeError('%r is not %s' % (
                 text, 'a whole number' if kind is int else 'a number')) from None
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # a whole number of hundreds of digits
+            finite = False
+        if not finite:
             raise argparse.ArgumentTypeError('%r is not finite' % text)
         if kind is float and abs(value) > _FLOAT32_MAX:  # the graph computes in float32
             raise argparse.ArgumentTypeError('%r is too large (float32 holds up to %.4g)'
@@ -646,7 +651,8 @@ def parse_options(content_layer, style_layers, argv=None):
     With --resume DIR the options not given are the checkpoint's (checkpoint.resumed_options
     refuses one given anew that would change the result).
     """
-    options = build_parser(content_layer, style_layers).parse_args(argv)
+    parser = build_parser(content_layer, style_layers)
+    options = parser.parse_args(argv)
     if options.resume is None:
         return options, None
     # The options given on this command line: parsed again without defaults.
@@ -654,7 +660,7 @@ def parse_options(content_layer, style_layers, argv=None):
     for action in given_parser._actions:
         action.default = argparse.SUPPRESS
     given = set(vars(given_parser.parse_args(argv)))
-    resumed = checkpoint.load_checkpoint(options.resume)
+    resumed = checkpoint.load_checkpoint(options.resume, parser)  # its options by parser's rules
     options = checkpoint.resumed_options(resumed.options, options, given, options.resume)
     return options, resumed
 
@@ -690,8 +696,9 @@ def start_stage(progress, stage, tiling=None):
     progress.start_stage(stage.index, name)
 
 
-def finish(options, record):
-    """Save the plots, say how the run ended; return the exit code."""
+def finish(options, record, stop=None):
+    """Save the plots, say how the run ended; return the exit code (stop: the run's
+    nst.optimize.StopRequest, which says whether a Ctrl-C or a SIGTERM stopped it)."""
     from nst.plots import save_plots
 
     inputs = record.inputs
@@ -724,9 +731,11 @@ def finish(options, record):
                   % (record.iterations, final_path))
         return EXIT_FAILURE
     if result.interrupted:
-        _note('Interrupted after %d iterations; the latest image is in %s'
-              % (record.iterations, final_path))
-        return EXIT_INTERRUPTED
+        terminated = stop is not None and stop.signal_number == signal.SIGTERM
+        _note('%s after %d iterations; the latest image is in %s'
+              % ('Terminated (SIGTERM)' if terminated else 'Interrupted', record.iterations,
+                 final_path))
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     print('Saved %s' % final_path)
     return 0
 

@@ -9,7 +9,8 @@ import signal
 
 EXIT_FAILURE = 1       # a failure at run time
 EXIT_USAGE = 2         # bad options or input
-EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143   # SIGTERM (128 + 15), as a shell reports a process it ended
 
 
 class NSTError(Exception):

@@ -321,32 +321,42 @@ class RunResult(NamedTuple):
 
 
 class StopRequest:
-    """Turns Ctrl-C (SIGINT) into a request to stop at the end of the current iteration."""
+    """Turns Ctrl-C (SIGINT) into a request to stop at the end of the current iteration, and
+    SIGTERM likewise (what `timeout`, `kill`, `docker stop` and systemd send first).
+
+    signal_number: the signal that asked (SIGINT or SIGTERM), once requested.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
-        self._depth = 0  # entered this many times: the handler goes at the outermost exit
+        self.signal_number = None
+        self._previous = {}
+        self._depth = 0  # entered this many times: the handlers go at the outermost exit
 
     def __enter__(self):
         self._depth += 1
         if self._depth == 1:
             try:
-                self._previous = signal.signal(signal.SIGINT, self._handle)
-            except ValueError:  # not the main thread: leave Ctrl-C alone
-                self._previous = None
+                self._previous = {number: signal.signal(number, self._handle)
+                                  for number in self.SIGNALS}
+            except ValueError:  # not the main thread: leave the signals alone
+                self._previous = {}
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: stop now
+        if self.requested:  # a second one: stop now
             raise KeyboardInterrupt
         self.requested = True
+        self.signal_number = signum
 
     def __exit__(self, *exc):
         self._depth -= 1
-        if self._depth == 0 and self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        if self._depth == 0:
+            for number, previous in self._previous.items():
+                signal.signal(number, previous)
+            self._previous = {}
         return False
 
     def covering(self, items):

@@ -78,7 +78,7 @@ def make_checkpoint(options_dict, adam=True, average=True, seed=0):
 
     return Checkpoint(
         stage=1, iteration=2, completed=5, image=field(np.float32),
-        adam=AdamState(field(np.float32), np.abs(field(np.float32)), 5) if adam else None,
+        adam=AdamState(field(np.float32), np.abs(field(np.float32)), 2) if adam else None,
         average=(field(np.float64), 0.6513215599) if average else None,
         rng_state=checkpoint.rng_state(random_state_after_draws()),
         options=options_dict,
@@ -191,15 +191,16 @@ def test_no_adam_and_no_average_round_trip(run_dir, run_options):
 def test_an_empty_history_and_numpy_counts_round_trip(run_dir, run_options):
     """The start of a run: no history yet (a list, as the caller may hold it); counts that are
     NumPy integers come back as int."""
-    saved = make_checkpoint(checkpoint.result_options(run_options))._replace(
+    start = make_checkpoint(checkpoint.result_options(run_options))
+    saved = start._replace(
         stage=np.int64(0), iteration=np.int32(0), completed=np.int64(0), history=[],
-        stage_starts=[(np.int64(0), np.int64(0))])
+        stage_starts=[(np.int64(0), np.int64(0))], adam=start.adam._replace(step=np.int64(0)))
     checkpoint.save_checkpoint(run_dir, saved)
     loaded = checkpoint.load_checkpoint(run_dir)
     assert loaded.history.shape == (0, 4) and loaded.history.dtype == np.float64
     assert (loaded.stage, loaded.iteration, loaded.completed) == (0, 0, 0)
     assert all(type(n) is int for n in (loaded.stage, loaded.iteration, loaded.completed))
-    assert loaded.stage_starts == [(0, 0)]
+    assert loaded.stage_starts == [(0, 0)] and type(loaded.adam.step) is int
 
 
 def test_a_second_save_replaces_the_first(run_dir, run_options):
@@ -395,6 +396,16 @@ BAD_FILES = {
     'negative iteration': (set_meta('iteration', -1), DAMAGED + ' (iteration is -1'),
     'negative completed': (set_meta('completed', -5), DAMAGED + ' (completed is -5'),
     'negative Adam step': (set_meta('adam_step', -2), DAMAGED + " (Adam's step is -2"),
+    # A resumed run replays Adam's step count (a loop of that many multiplications): it would
+    # never end on this one.
+    'Adam step past the iteration': (
+        set_meta('adam_step', 10 ** 30),
+        DAMAGED + " (Adam's step %d is past the stage's iteration 2)" % 10 ** 30),
+    'Adam step one past the iteration': (
+        set_meta('adam_step', 3), DAMAGED + " (Adam's step 3 is past the stage's iteration 2)"),
+    'a stage start after the stage': (
+        set_meta('stage_starts', [[0, 0], [5, 3]]),
+        DAMAGED + ' (the stage starts name a stage after stage 1, the one it is at)'),
     'bad random state': (rewritten(edit_meta(lambda meta: meta['rng_state'].__setitem__(
         'state', 'x'))), DAMAGED + ' (the random state'),
     'options missing --width': (rewritten(edit_meta(lambda meta: meta['options'].pop('width'))),
@@ -629,3 +640,125 @@ def test_a_changed_initial_image_is_refused(tmp_path, inputs):
         f.write(b'!')
     with pytest.raises(CheckpointError, match='the initial image .* has changed since'):
         checkpoint.resumed_options(saved, parse(), set(), str(tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Saved options: valid only if the command line could have given them
+# ----------------------------------------------------------------------------------------------
+
+def build_parser():
+    return cli.build_parser('conv4_2', [('conv1_1', 1.0)])
+
+
+def set_saved_option(dest, value):
+    """A damage: the saved option dest (or 'settings.<dest>') set to value in the file."""
+    def change(meta):
+        options = meta['options']
+        if dest.startswith('settings.'):
+            options, dest_there = options['settings'], dest[len('settings.'):]
+        else:
+            dest_there = dest
+        options[dest_there] = value
+    return rewritten(edit_meta(change))
+
+
+# (saved option, value written into the file, what the message says after 'is damaged (')
+BAD_OPTIONS = [
+    ('width', 'abc', "the saved --width: 'abc' is not a whole number"),
+    ('width', 64.5, "the saved --width: '64.5' is not a whole number"),
+    ('width', -5, "the saved --width: '-5' must be greater than 0"),
+    ('width', '64', "the saved --width: '64', where the command line gives 64"),
+    ('width', True, "the saved --width: 'True' is not a whole number"),
+    ('width', None, 'the saved --width: null, but every run has one'),
+    ('iterations', 'x', "the saved --iterations: 'x' is not a whole number"),
+    ('iterations', -1, "the saved --iterations: '-1' must be greater than 0"),
+    ('learning_rate', 'x', "the saved --learning-rate: 'x' is not a number"),
+    ('learning_rate', -1, "the saved --learning-rate: '-1' must be greater than 0"),
+    ('content_layer', 'nope', "the saved --content-layer: unknown layer 'nope' (one of "),
+    ('style_layers', [['nope', 1]], "the saved --style-layers: unknown layer 'nope' (one of "),
+    ('style_layers', 'conv1_1', "the saved --style-layers: 'conv1_1' needs a weight"),
+    ('style_layers', [['conv1_1', '0.5']],
+     "the saved --style-layers: [['conv1_1', '0.5']], where the command line gives "
+     "[['conv1_1', 0.5]]"),
+    ('stage_iterations', [3, 0], "the saved --stage-iterations: '3,0' is not a list of positive"),
+    ('style_blend_weights', [], 'the saved --style-blend-weights: none, but it takes one or'),
+    ('pooling', 'median', "the saved --pooling: 'median' is not one of avg, max"),
+    ('precision', 'float16',
+     "the saved --precision: 'float16' is not one of float32, bfloat16, auto"),
+    ('optimizer', 'sgd', "the saved --optimizer: 'sgd' is not one of adam, lbfgs"),
+    ('seed', 2 ** 40, "the saved --seed: '%d' must be at most %d" % (2 ** 40, 2 ** 32 - 1)),
+    ('preserve_colors', 'yes', "the saved --preserve-colors: 'yes' is neither True nor False"),
+    ('settings', [1, 2], 'the settings are [1, 2], not options and their values'),
+    ('settings.save_every', 'x', "the saved --save-every: 'x' is not a whole number"),
+    ('settings.save_every', -3, "the saved --save-every: '-3' must be at least 0"),
+    ('settings.max_memory', '6G',
+     "the saved --max-memory: '6G', where the command line gives %d" % (6 * 2 ** 30)),
+    ('settings.no_tune', 1, 'the saved --no-tune: 1 is neither True nor False'),
+]
+
+
+@pytest.mark.parametrize('dest, value, expected', BAD_OPTIONS,
+                         ids=['%s=%r' % (dest, value) for dest, value, _ in BAD_OPTIONS])
+def test_a_saved_option_no_command_line_gives_is_a_one_line_error(run_dir, run_options, dest,
+                                                                 value, expected):
+    checkpoint.save_checkpoint(run_dir, make_checkpoint(checkpoint.result_options(run_options)))
+    path = checkpoint.checkpoint_path(run_dir)
+    checkpoint.load_checkpoint(run_dir, build_parser())  # passes before the damage
+    set_saved_option(dest, value)(path)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load_checkpoint(run_dir, build_parser())
+    message = str(info.value)
+    assert '\n' not in message
+    assert message.startswith('--resume %s: %s is damaged (%s' % (run_dir, path, expected)), \
+        message
+    assert message.endswith(')')
+    assert info.value.exit_code == EXIT_USAGE
+
+
+@pytest.mark.parametrize('args', [
+    (),
+    ('--seed', str(2 ** 32 - 1), '--max-memory', '1.5G', '--style-layers',
+     'conv1_1:1e-300,conv5_1:0.1', '--optimizer', 'lbfgs', '--precision', 'auto'),
+    ('--max-memory', '0.3K', '--stage-iterations', '3,2', '--start-width', '10',
+     '--scale-factor', '1.0000001', '--noise-ratio', '0', '--average', '0.999',
+     '--pooling', 'max', '--preserve-colors', '--no-tune', '--no-download', '--save-every', '0'),
+])
+def test_the_options_of_any_command_line_pass(run_dir, inputs, args):
+    """What the parser gives, saved and loaded back, is taken: nothing valid is refused (the
+    sizes of --max-memory are saved in bytes; floats of every size)."""
+    options = parse('--content', inputs['content'], '--style', inputs['style1'], *args)
+    saved = make_checkpoint(checkpoint.result_options(options))
+    checkpoint.save_checkpoint(run_dir, saved)
+    loaded = checkpoint.load_checkpoint(run_dir, build_parser())
+    assert loaded.options == saved.options
+
+
+def test_a_saved_option_without_an_action_is_not_checked(saved_run):
+    """Options the parser has no action for (an older or newer parser) are left alone."""
+    folder, saved = saved_run
+    parser = build_parser()
+    parser._actions = [action for action in parser._actions if action.dest != 'width']
+    saved = dict(saved, width='abc')
+    assert checkpoint.options_problem(saved, parser) is None
+    assert 'the saved --width' in checkpoint.options_problem(saved, build_parser())
+
+
+@pytest.mark.parametrize('dest, value, expected', [
+    ('width', 'abc', "the saved --width: 'abc' is not a whole number"),
+    ('settings.max_memory', '6G', "the saved --max-memory: '6G', where the command line"),
+])
+def test_resume_with_a_damaged_option_exits_2_with_one_line(saved_run, capsys, dest, value,
+                                                           expected):
+    """art_generation.py --resume DIR: nst.cli.parse_options loads the checkpoint with its
+    parser, and the error is one line, exit code 2 (never a traceback)."""
+    folder, _ = saved_run
+    path = checkpoint.checkpoint_path(folder)
+    set_saved_option(dest, value)(path)
+    capsys.readouterr()
+    outcome = cli.Outcome()
+    with cli.exit_codes(outcome):
+        cli.parse_options('conv4_2', [('conv1_1', 1.0)], ['--resume', folder])
+    err = capsys.readouterr().err
+    assert outcome.code == EXIT_USAGE, err
+    assert err.startswith('error: --resume %s: %s is damaged (%s' % (folder, path, expected))
+    assert err.count('\n') == 1 and err.endswith(')\n')

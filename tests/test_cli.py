@@ -398,7 +398,7 @@ def test_invalid_option_values_exit_2_with_one_line_naming_the_option(capsys, tm
 
 BAD_NUMBERS = [
     ('--iterations', ['-1', '0', 'ten', '2.5', 'nan', 'inf']),
-    ('--width', ['-5', '0', 'wide', '32.5', 'nan', 'inf', '-inf']),
+    ('--width', ['-5', '0', 'wide', '32.5', 'nan', 'inf', '-inf', '1' + '0' * 400]),
     ('--learning-rate', ['-1', '0', 'fast', 'nan', 'inf', '-inf', '1e39']),
     ('--alpha', ['-1', 'abc', 'nan', 'inf', '1e39']),
     ('--beta', ['-0.5', 'abc', 'nan', 'inf']),
@@ -1245,9 +1245,9 @@ def quiet_child(tiny_vgg_file, pics, child_env, tmp_path_factory):
         process.communicate()
 
 
-def interrupt_when(argv, line_start, cwd, env):
-    """Run `python art_generation.py argv`, send SIGINT once a stdout line starts with
-    line_start, and return (exit code, stdout, stderr)."""
+def interrupt_when(argv, line_start, cwd, env, signal_number=signal.SIGINT):
+    """Run `python art_generation.py argv`, send SIGINT (or signal_number) once a stdout line
+    starts with line_start, and return (exit code, stdout, stderr)."""
     process = subprocess.Popen([sys.executable, SCRIPT] + argv, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
     seen = threading.Event()
@@ -1265,7 +1265,7 @@ def interrupt_when(argv, line_start, cwd, env):
         reader.start()
     try:
         assert seen.wait(timeout=90), 'no %r line: %r' % (line_start, streams)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal_number)
         code = process.wait(timeout=60)
     finally:
         if process.poll() is None:
@@ -1654,6 +1654,26 @@ def test_ctrl_c_during_the_second_stage(tmp_path, tiny_vgg_file, pics, child_env
     latest = out_dir / ('%d.png' % (done - 1))
     assert image_size(latest) == (128, 96)
     assert np.abs(block_means(read_rgb(final)) - block_means(read_rgb(latest))).mean() < 4
+
+
+def test_sigterm_stops_as_ctrl_c_does_and_exits_143(tmp_path, tiny_vgg_file, pics, child_env,
+                                                     quiet_child):
+    """SIGTERM (timeout, kill, docker stop) ends the run as Ctrl-C does: after the current
+    iteration, with the latest image, the plots and a checkpoint that loads, no temporary file
+    left; one line, and 143, the code a shell gives a process SIGTERM ended."""
+    out_dir = tmp_path / 'out'
+    code, _, stderr = interrupt_when(
+        ['--model', tiny_vgg_file, '--no-download', '--content', pics.content, '--style',
+         pics.style, '--width', '48', '--iterations', '1000000', '--print-every', '100000',
+         '--save-every', '1', '--output-dir', str(out_dir), '--no-progress', '--seed', '0'],
+        'Iteration 0 :', tmp_path, child_env(TF_CPP_MIN_LOG_LEVEL='3'), signal.SIGTERM)
+    assert code == 143, stderr
+    line = one_error_line(stderr, 'Terminated (SIGTERM) after', out_dir / 'generated_image.jpg')
+    iterations = int(re.search(r'after (\d+) iterations', line).group(1))
+    assert image_size(out_dir / 'generated_image.jpg') == (48, 36)
+    image_size(out_dir / 'costs.png')
+    assert checkpoint.load_checkpoint(str(out_dir)).completed == iterations
+    assert [name for name in os.listdir(out_dir) if name.startswith('.')] == []
 
 
 def test_ctrl_c_while_the_second_stage_is_built(capsys, tmp_path, tiny_vgg_file, pics,
