@@ -58,16 +58,16 @@ class FixedInputs:
         (fast_ops.use_fast_grams)."""
         tensors = list(tensors)
         values = sess.run(tensors)
-        return _EvaluatedSession(sess.graph, {tensor.name: self.hold(value)
-                                              for tensor, value in zip(tensors, values)})
+        return _EvaluatedSession({tensor.name: self.hold(value)
+                                  for tensor, value in zip(tensors, values)})
 
 
 class _EvaluatedSession:
     """A session on which some tensors have run (FixedInputs.evaluated): run() gives their
     held placeholders."""
 
-    def __init__(self, graph, held):
-        self.graph, self.held = graph, held  # tensor name -> placeholder
+    def __init__(self, held):
+        self.held = held  # tensor name -> placeholder
 
     def run(self, fetches, feed_dict=None):
         if isinstance(fetches, dict):
@@ -314,7 +314,7 @@ def _save_image(path, image):
 class RunResult(NamedTuple):
     image: np.ndarray       # (1, H, W, 3) the latest finite image, mean-subtracted
     history: list           # [(iteration, total, content, style), ...]
-    interrupted: bool       # stopped by Ctrl-C
+    interrupted: bool       # stopped by Ctrl-C or SIGTERM (StopRequest)
     diverged: object        # False, or why it stopped: 'cost' (not finite) or 'gradient'
                             # (Adam's moments overflowed float32)
     iterations: int         # iterations completed
