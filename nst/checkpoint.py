@@ -116,7 +116,7 @@ def _check_rng_state(state):
             np.random.RandomState().set_state(state)
         else:
             getattr(np.random, state['bit_generator'])().state = state
-    except (TypeError, KeyError, OverflowError) as error:
+    except (TypeError, KeyError, IndexError, OverflowError) as error:
         raise ValueError(one_line(error)) from None
 
 
@@ -231,7 +231,7 @@ def _from_arrays(arrays):
         raise ValueError("'meta' is not a text")
     try:
         meta = json.loads(meta_array.item())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         raise ValueError("'meta' is not JSON") from None
     keys = ('stage', 'iteration', 'completed', 'adam_step', 'average_weight', 'rng_state',
             'options', 'stage_starts')
@@ -519,8 +519,8 @@ def resumed_options(checkpoint_options, options, given, directory):
                 unchanged = file_digest(path) == digest
             except FileNotFoundError:
                 raise fail('the %s %s is missing' % (kind, path)) from None
-            except OSError as error:
-                raise fail('the %s %s cannot be read (%s)' % (kind, path, one_line(error))) \
+            except (OSError, UnicodeError, ValueError) as error:  # a lone surrogate, a NUL
+                raise fail('the %s %r cannot be read (%s)' % (kind, path, one_line(error))) \
                     from None
             if not unchanged:
                 raise fail('the %s %s has changed since the checkpoint' % (kind, path))

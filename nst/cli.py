@@ -39,7 +39,7 @@ def _number(kind, minimum=None, strictly=False, name=None, maximum=None):
         try:
             finite = math.isfinite(value)
         except OverflowError:  # a whole number of hundreds of digits
-            finite = False
+            raise argparse.ArgumentTypeError('%r is too large' % text) from None
         if not finite:
             raise argparse.ArgumentTypeError('%r is not finite' % text)
         if kind is float and abs(value) > _FLOAT32_MAX:  # the graph computes in float32
@@ -356,8 +356,9 @@ def plan_tiles(options, plan, weights):
 
 
 # Bytes a pixel of a scaled style takes while it is made: Pillow's RGB image (4 bytes) and
-# NumPy's copy (3), before the stage's part of it is cropped.
-_SCALED_STYLE_BYTES_PER_PIXEL = 8
+# NumPy's copy (3) before the stage's part of it is cropped, and room for the rest (a 64000x
+# 48000 style peaked at 9.7 bytes a pixel with the process's own 0.65 GB, AVX2 EPYC).
+_SCALED_STYLE_BYTES_PER_PIXEL = 12
 
 
 def check_style_scale(options, plan, styles):
@@ -564,12 +565,16 @@ class RunRecord:
 
     def add(self, stage, result):
         """Record a stage's result; a stage that ran to its end gets a checkpoint (resuming
-        from it starts the next stage)."""
+        from it starts the next stage). L-BFGS may end a stage early, where the gradient
+        vanishes: its checkpoint says the iterations run (resuming from it goes on with the
+        stage, which ends again at once)."""
+        done_before = self.resumed.iteration if self.resumes(stage) else 0
         self.results.append((stage, result))
         if not (result.interrupted or result.diverged):
             from nst.optimize import LoopSnapshot
-            self._save_checkpoint(stage, stage.iterations, self.iterations, LoopSnapshot(
-                result.iterations, result.image, None, None, None, []))
+            self._save_checkpoint(stage, done_before + result.iterations, self.iterations,
+                                  LoopSnapshot(result.iterations, result.image, None, None,
+                                               None, []))
 
     @property
     def history(self):
@@ -756,6 +761,9 @@ def exit_codes(outcome):
     except NSTError as error:
         _note('error: %s' % error)
         outcome.code = error.exit_code
+    except errors.Terminated:  # a SIGTERM outside the loop (or a second one)
+        _note(errors.TERMINATED_AT_ONCE)
+        outcome.code = EXIT_TERMINATED
     except KeyboardInterrupt:
         _note(errors.INTERRUPTED_AT_ONCE)
         outcome.code = EXIT_INTERRUPTED

@@ -60,26 +60,42 @@ class MatNotCellError(MatFormatError):
 
 
 INTERRUPTED_AT_ONCE = 'Interrupted; nothing more was saved'
+TERMINATED_AT_ONCE = 'Terminated (SIGTERM); nothing more was saved'
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python would raise KeyboardInterrupt for a Ctrl-C (raise_terminated),
+    so that what a Ctrl-C cleans up (a temporary file half written) SIGTERM cleans up too."""
+
+
+def raise_terminated(signum, frame):
+    """A SIGTERM handler: raise Terminated."""
+    raise Terminated
 
 
 def exit_quietly_on_ctrl_c():
-    """Until quiet_start_ended: a Ctrl-C says INTERRUPTED_AT_ONCE and exits 130 at once.
+    """Until quiet_start_ended: a Ctrl-C (or SIGTERM) says so in one line and exits 130 (143)
+    at once.
 
     For the start of `python art_generation.py`, while its modules load (about 0.3 s), where
     Python would print a KeyboardInterrupt traceback; nothing has been written yet.
     """
-    signal.signal(signal.SIGINT, _exit_interrupted)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _exit_at_once)
 
 
 def quiet_start_ended():
-    """Python's own Ctrl-C (KeyboardInterrupt) again, if exit_quietly_on_ctrl_c set ours."""
-    if signal.getsignal(signal.SIGINT) is _exit_interrupted:
+    """Python's own Ctrl-C (KeyboardInterrupt) again, if exit_quietly_on_ctrl_c set ours, and
+    Terminated for SIGTERM."""
+    if signal.getsignal(signal.SIGINT) is _exit_at_once:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, raise_terminated)
 
 
-def _exit_interrupted(signum, frame):
-    os.write(2, (INTERRUPTED_AT_ONCE + '\n').encode())
-    os._exit(EXIT_INTERRUPTED)
+def _exit_at_once(signum, frame):
+    terminated = signum == signal.SIGTERM
+    os.write(2, ((TERMINATED_AT_ONCE if terminated else INTERRUPTED_AT_ONCE) + '\n').encode())
+    os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 def one_line(error):

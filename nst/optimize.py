@@ -15,6 +15,7 @@ import numpy as np
 
 from nst import fast_ops
 from nst.config import MEANS, OUTPUT_DIR
+from nst.errors import Terminated
 from nst.images import save_pixels, to_pixels
 from nst.runtime import import_tf
 
@@ -347,7 +348,7 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.requested:  # a second one: stop now
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         self.requested = True
         self.signal_number = signum
 

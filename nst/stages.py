@@ -116,7 +116,8 @@ def _centre_fill(image, width, height):
                                (0, 0)), mode='symmetric')
         h, w = image.shape[:2]
     top, left = (h - height) // 2, (w - width) // 2
-    return image[top:top + height, left:left + width]
+    # A copy: a view would keep the whole scaled style alive (one per style, all at once).
+    return image[top:top + height, left:left + width].copy()
 
 
 def upsample(image, width, height):

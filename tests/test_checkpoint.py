@@ -408,6 +408,12 @@ BAD_FILES = {
         DAMAGED + ' (the stage starts name a stage after stage 1, the one it is at)'),
     'bad random state': (rewritten(edit_meta(lambda meta: meta['rng_state'].__setitem__(
         'state', 'x'))), DAMAGED + ' (the random state'),
+    'a random state too short': (
+        set_meta('rng_state', {'bit_generator': 'MT19937', 'state': {'key': [1, 2], 'pos': 0}}),
+        DAMAGED + ' (the random state'),
+    # Deeper than Python's recursion goes: json.loads raises RecursionError, not ValueError.
+    'meta nested too deep': (put('meta', np.array('[' * 200000)),
+                             DAMAGED + " ('meta' is not JSON)"),
     'options missing --width': (rewritten(edit_meta(lambda meta: meta['options'].pop('width'))),
                                 DAMAGED + ' (the options lack width)'),
     'a future version': (put('format_version', np.array(7)), FUTURE),
@@ -640,6 +646,16 @@ def test_a_changed_initial_image_is_refused(tmp_path, inputs):
         f.write(b'!')
     with pytest.raises(CheckpointError, match='the initial image .* has changed since'):
         checkpoint.resumed_options(saved, parse(), set(), str(tmp_path))
+
+
+def test_a_saved_path_no_file_system_takes_is_refused(tmp_path, inputs):
+    """A saved path with a lone surrogate (JSON's \\ud800) or a NUL cannot be opened at all:
+    one line naming it, not a traceback."""
+    saved = checkpoint.result_options(parse('--content', inputs['content'], '--style',
+                                            inputs['style1']))
+    for path in ['a\ud800.jpg', 'a\x00.jpg']:
+        with pytest.raises(CheckpointError, match='the content image .* cannot be read'):
+            checkpoint.resumed_options(dict(saved, content=path), parse(), set(), str(tmp_path))
 
 
 # ----------------------------------------------------------------------------------------------

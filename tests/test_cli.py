@@ -811,6 +811,23 @@ def test_lbfgs_cost_falls_and_pixels_stay_in_range(cli, spy, pics):
     assert image_size(run.dir / 'generated_image.jpg') == (WIDTH, HEIGHT)
 
 
+def test_lbfgs_that_ends_before_its_iterations_saves_a_checkpoint_and_resumes(
+        capsys, tmp_path, pics, tiny_vgg_file):
+    """With no cost to lower (--alpha 0 --beta 0: J = 0, its gradient 0) L-BFGS ends before
+    its first iteration: the run ends normally (exit 0), its checkpoint says the 0 iterations
+    run, and resuming goes on with the stage, which ends again at once."""
+    out_dir = tmp_path / 'out'
+    args = base_args(tiny_vgg_file, pics, out_dir, '--optimizer', 'lbfgs', '--alpha', 0,
+                     '--beta', 0, '--iterations', 5)
+    code, _, err = run_main(capsys, args)
+    assert code == 0, err
+    saved = checkpoint.load_checkpoint(str(out_dir))
+    assert (saved.stage, saved.iteration, saved.completed) == (0, 0, 0)
+    code, out, err = run_main(capsys, ['--resume', str(out_dir), '--no-progress'])
+    assert code == 0, err
+    assert 'Saved' in out
+
+
 def test_preserve_colors_keeps_the_content_chroma(cli, spy, pics):
     run = cli('--preserve-colors', '--save-every', '10', iterations=11, name='colours')
     content = Image.open(pics.content).convert('RGB').resize((WIDTH, HEIGHT))
@@ -1210,6 +1227,40 @@ def test_ctrl_c_while_the_modules_load_is_one_line_and_130(tmp_path, child_env):
     assert process.returncode == 130, process.stderr
     assert process.stderr.strip().splitlines() == ['Interrupted; nothing more was saved']
     assert 'usage:' not in process.stdout  # it stopped there
+
+
+SIGTERM_WHILE_PLOTTING = """
+import os, runpy, signal, sys
+import matplotlib.figure
+real_savefig = matplotlib.figure.Figure.savefig
+
+def savefig(self, *args, **kwargs):  # costs.png, written after the loop: SIGTERM mid-write
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_savefig(self, *args, **kwargs)
+
+matplotlib.figure.Figure.savefig = savefig
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_sigterm_after_the_loop_cleans_up_and_exits_143(tmp_path, tiny_vgg_file, pics,
+                                                        child_env):
+    """A SIGTERM after the loop (while costs.png is written, as the run ends) stops the run at
+    once as a second Ctrl-C does: one line, exit 143, and the plot's temporary file removed
+    (the default SIGTERM would have killed the process and left it)."""
+    out_dir = tmp_path / 'out'
+    process = subprocess.run(
+        [sys.executable, '-c', SIGTERM_WHILE_PLOTTING, SCRIPT, '--model', tiny_vgg_file,
+         '--no-download', '--content', pics.content, '--style', pics.style, '--width', '32',
+         '--iterations', '1', '--output-dir', str(out_dir), '--no-progress'],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=child_env())
+    assert process.returncode == 143, process.stderr
+    assert process.stderr.strip().splitlines() == [
+        'Terminated (SIGTERM); nothing more was saved']
+    names = os.listdir(out_dir)
+    assert 'generated_image.jpg' in names and 'costs.png' not in names
+    assert [name for name in names if name.startswith('.')] == []  # no temporary file left
 
 
 def test_missing_weights_with_no_download(tmp_path, pics, child_env):
