@@ -644,6 +644,9 @@ def check_resumed(options, plan, resumed):
         raise CheckpointError('%s: the checkpoint is at stage %d, the run has %d stages'
                               % (where, resumed.stage + 1, len(plan)))
     stage = plan[resumed.stage]
+    if resumed.iteration > stage.iterations:
+        raise CheckpointError('%s: the checkpoint is at iteration %d of stage %d, which has %d'
+                              % (where, resumed.iteration, resumed.stage + 1, stage.iterations))
     if resumed.image.shape != (1, stage.height, stage.width, 3):
         raise CheckpointError("%s: the checkpoint's image is %dx%d, its stage is %dx%d"
                               % (where, resumed.image.shape[2], resumed.image.shape[1],

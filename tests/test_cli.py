@@ -811,6 +811,30 @@ def test_lbfgs_cost_falls_and_pixels_stay_in_range(cli, spy, pics):
     assert image_size(run.dir / 'generated_image.jpg') == (WIDTH, HEIGHT)
 
 
+@pytest.mark.parametrize('stage, iteration, size, expected', [
+    (2, 0, (64, 48), 'the checkpoint is at stage 3, the run has 2 stages'),
+    (1, 10 ** 6, (128, 96), 'the checkpoint is at iteration 1000000 of stage 2, which has 50'),
+    (0, 3, (80, 60), "the checkpoint's image is 80x60, its stage is 64x48"),
+])
+def test_a_checkpoint_that_does_not_fit_the_runs_stages_is_refused(stage, iteration, size,
+                                                                   expected):
+    """check_resumed, against the plan of a two-stage run (64x48 for 50 iterations, then
+    128x96 for 50): a stage the plan lacks, an iteration past the stage's last (a run would
+    say it had done a million iterations of 100) or an image of another size."""
+    plan = [stages.Stage(0, 2, 64, 48, 50), stages.Stage(1, 2, 128, 96, 50)]
+    resumed = checkpoint.Checkpoint(
+        stage=stage, iteration=iteration, completed=iteration,
+        image=np.zeros((1, size[1], size[0], 3), np.float32), adam=None, average=None,
+        rng_state=None, options={}, history=np.zeros((0, 4)), stage_starts=[])
+    options = nst_cli.build_parser(ag.CONTENT_LAYER, ag.STYLE_LAYERS).parse_args(
+        ['--resume', 'DIR'])
+    with pytest.raises(nst_cli.CheckpointError) as info:
+        nst_cli.check_resumed(options, plan, resumed)
+    assert str(info.value) == '--resume DIR: ' + expected
+    resumed = resumed._replace(stage=1, iteration=50, image=np.zeros((1, 96, 128, 3)))
+    nst_cli.check_resumed(options, plan, resumed)  # the last stage's end: it fits
+
+
 def test_lbfgs_that_ends_before_its_iterations_saves_a_checkpoint_and_resumes(
         capsys, tmp_path, pics, tiny_vgg_file):
     """With no cost to lower (--alpha 0 --beta 0: J = 0, its gradient 0) L-BFGS ends before
