@@ -41,6 +41,17 @@ WIDTH = 400  # the course's size: 400x300 with the repo's 4:3 content image
 SEED = 1  # initial noise, so every run starts from the same image
 
 
+def run_size(text):
+    """'400x300' -> (400, 300); argparse's type for the benchmarks' --size."""
+    try:
+        width, height = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a size such as 400x300' % text) from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError('%r: both sides must be at least 1' % text)
+    return width, height
+
+
 def weights_file(cache_dir, with_fc):
     """Path of the random full-width VGG-19 file in cache_dir, written on first use.
 

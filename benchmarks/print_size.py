@@ -99,7 +99,7 @@ def the_tiling(arguments):
     content = read_image(options.content)
     plan = stages.plan(content.shape, options.width, options.iterations, options.start_width)
     weights = problem.read_weights(options.model)
-    return cli.plan_tiles(options, plan, weights)[-1]
+    return cli.plan_tiles(options, plan, weights, cli.memory_budget(options))[-1]
 
 
 def full_size_costs(weights_path, content_path, images):

@@ -46,6 +46,8 @@ if PROJECT_DIR not in sys.path:
 from nst import fast_ops, runtime, tuning, vgg  # noqa: E402  (TensorFlow is imported later)
 from nst.config import VGG19_BLOCK_DEPTHS, VGG19_CONV_LAYERS, VGG19_WIDTHS  # noqa: E402
 
+from benchmark_problem import run_size  # noqa: E402  (--size WxH; the project's modules)
+
 
 def real_width_weights(seed=0):
     """{name: (W, b)} of all 16 conv layers at the real widths, He-scaled random kernels."""
@@ -220,14 +222,9 @@ def report(args):
                        'steps': steps}, f, indent=1)
 
 
-def size(text):
-    width, _, height = text.partition('x')
-    return int(width), int(height)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--size', type=size, default=(400, 300), metavar='WxH')
+    parser.add_argument('--size', type=run_size, default=(400, 300), metavar='WxH')
     parser.add_argument('--precision', choices=('float32', 'bfloat16'), default='float32')
     parser.add_argument('--onednn', choices=('on', 'off', 'both'), default='on')
     parser.add_argument('--inter-op', type=int, default=None, metavar='N',

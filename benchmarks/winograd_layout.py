@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 import onednn_layers  # (puts the project on the path, through benchmark_problem)
+from benchmark_problem import run_size  # noqa: E402  (--size WxH)
 from nst import runtime, tuning, winograd  # noqa: E402
 
 
@@ -73,17 +74,6 @@ def time_shape(sess, tf, shape, rounds):
             sess.run(ops[name])
             times[name].append(time.perf_counter() - start)
     return {name: float(np.median(values)) for name, values in times.items()}
-
-
-def run_size(text):
-    """'400x300' -> (400, 300); argparse's type for --size."""
-    try:
-        width, height = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError('%r is not a size such as 400x300' % text) from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError('%r: both sides must be at least 1' % text)
-    return width, height
 
 
 def main():

@@ -10,7 +10,6 @@ import contextlib
 import math
 import os
 import signal
-import stat
 import sys
 from typing import NamedTuple
 
@@ -307,15 +306,20 @@ def size_inputs(options, content, styles, initial):
 
 
 
-def plan_tiles(options, plan, weights):
+def memory_budget(options):
+    """The bytes a run may use: --max-memory, else the memory available now (None where that
+    cannot be told: no limit)."""
+    return options.max_memory or memory.available_memory()
+
+
+def plan_tiles(options, plan, weights, budget):
     """The tiles of each stage: [nst.tiles.Tiling, ...], a single tile for a stage that fits
-    the budget (--max-memory, default the memory available) whole.
+    the budget (memory_budget) whole.
 
     Refuses, before anything is allocated, a run whose stage does not fit even in the smallest
     tiles, and L-BFGS on a stage that needs tiles.
     """
     widths = memory.vgg_widths(weights)
-    budget = options.max_memory or memory.available_memory()
     styles = len(options.style)
 
     def stage_memory(stage):
@@ -361,10 +365,10 @@ def plan_tiles(options, plan, weights):
 _SCALED_STYLE_BYTES_PER_PIXEL = 12
 
 
-def check_style_scale(options, plan, styles):
+def check_style_scale(options, plan, styles, budget):
     """Refuse a --style-scale whose scaled style (made whole, then cropped to the stage: see
-    nst.stages.style_at) would not fit the memory budget at the largest stage."""
-    budget = options.max_memory or memory.available_memory()
+    nst.stages.style_at) would not fit the memory budget (memory_budget) at the largest
+    stage."""
     if options.style_scale <= 1.0 or budget is None:
         return
     stage = plan[-1]
@@ -386,8 +390,6 @@ def ensure_weights(options):
     """The weights file, downloaded on first use unless --no-download."""
     path = options.model
     if os.path.exists(path):
-        if stat.S_ISFIFO(os.stat(path).st_mode):  # reading it would wait for a writer
-            raise UsageError('%s: is a named pipe, not a weights file (--model)' % path)
         return path
     url = os.environ.get('NST_VGG_URL') or config.VGG_URL  # a mirror; the SHA-256 still holds
     _check_url(url)
@@ -480,11 +482,12 @@ def prepare_inputs(options):
         option = ('--stage-iterations' if options.stage_iterations
                   and 'iteration counts' in str(error) else '--scale-factor')
         raise UsageError('%s: %s' % (option, error)) from None
-    check_style_scale(options, plan, styles)
+    budget = memory_budget(options)
+    check_style_scale(options, plan, styles, budget)
     weights_path = ensure_weights(options)
     layers = (options.content_layer,) + tuple(name for name, _ in options.style_layers)
     weights = read_vgg_weights(weights_path, layers_needed(layers))  # fails here if damaged
-    tilings = plan_tiles(options, plan, weights)
+    tilings = plan_tiles(options, plan, weights, budget)
     del weights
     precision = resolve_precision(options)
     if options.seed is not None:

@@ -597,21 +597,16 @@ class _LoopState:
         if self.save_every and number % self.save_every == 0:
             self.save(os.path.join(self.output_dir, str(number) + '.png'), self.result())
             if self.checkpoint is not None:
-                if self.adam_overflowed():
+                snapshot = self.snapshot()  # Adam's state read once, checked and saved
+                if _adam_overflowed(snapshot.adam):
                     self.diverged = 'gradient'
                     return False
-                self.checkpoint(self.snapshot())
+                self.checkpoint(snapshot)
         return True
 
     def adam_overflowed(self):
-        """Whether Adam's moments have left float32 (v holds the squared gradient: a gradient
-        above about 1.8e19, from cost weights far too large). The image then stops moving
-        (m / sqrt(v) is 0) while the cost stays finite, and no checkpoint could hold it.
-        Checked when a checkpoint is due and at the end, not at every step."""
-        if self.adam is None:
-            return False
-        adam = self.adam()
-        return not (np.isfinite(adam.m).all() and np.isfinite(adam.v).all())
+        """_adam_overflowed of the latest iterate's Adam state (False without Adam)."""
+        return self.adam is not None and _adam_overflowed(self.adam())
 
     def _keep_last_finite(self):
         """On divergence, make last_image the last image whose cost is finite.
@@ -630,6 +625,14 @@ class _LoopState:
         if not all(math.isfinite(c) for c in self.costs()):
             self.last_image = self.previous_image
             self.completed -= 1
+
+
+def _adam_overflowed(adam):
+    """Whether Adam's moments (an AdamState, or None) have left float32: v holds the squared
+    gradient, so a gradient above about 1.8e19, from cost weights far too large. The image then
+    stops moving (m / sqrt(v) is 0) while the cost stays finite, and no checkpoint could hold
+    it. Checked when a checkpoint is due and at the end, not at every step."""
+    return adam is not None and not (np.isfinite(adam.m).all() and np.isfinite(adam.v).all())
 
 
 def _run_adam(state, stop, resume_adam=None):

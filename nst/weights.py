@@ -4,6 +4,7 @@ The layout is documented in pretrained-model/README.md.
 """
 
 import os
+import stat
 
 import numpy as np
 
@@ -25,6 +26,8 @@ def read_vgg_weights(path, layers=VGG19_CONV_LAYERS):
         raise WeightsError('%s: weights file not found' % path)
     if os.path.isdir(path):
         raise WeightsError('%s: is a directory, not a weights file' % path)
+    if stat.S_ISFIFO(os.stat(path).st_mode):  # reading it would wait for a writer
+        raise WeightsError('%s: is a named pipe, not a weights file' % path)
     with open(path, 'rb') as f:
         head = f.read(128)
     if not head.startswith(b'MATLAB 5.0 MAT-file'):
