@@ -9,10 +9,11 @@ the Gram matrices (the style) of image S. Read top to bottom:
 3. main: `python art_generation.py` runs the notebook's cells, with the command line's options.
 
 Every run executes the functions of parts 1 and 2: edit one and the next run changes (the
-loop's own steps are in nst.optimize, which model_nn calls with the options). The machinery
-(options, files, the optimisation loop, speed) lives in the package nst/.
+steps of model_nn's loop, and its Ctrl-C, checkpoints and progress bar, are nst.optimize's).
+The machinery (options, files, the optimizers, speed) lives in the package nst/.
 """
 
+import os
 import sys
 
 if __name__ == '__main__':  # a Ctrl-C while the modules below load: one line, exit 130
@@ -21,8 +22,8 @@ if __name__ == '__main__':  # a Ctrl-C while the modules below load: one line, e
 
 from nst import cli, optimize, stages
 from nst.runtime import import_tf, session_config  # tensorflow.compat.v1, on first use
-from nst_utils import (generate_noise_image, load_vgg_model, reshape_and_normalize_image,
-                       save_image)
+from nst_utils import (CONFIG, generate_noise_image, load_vgg_model,
+                       reshape_and_normalize_image, save_image)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,23 +157,47 @@ def build_style_transfer(sess, model, content_image, style_images, *, blend_weig
                             fixed=fixed, sess=sess)
 
 
-def model_nn(sess, input_image, num_iterations=200, nst=None, output_dir=None, **options):
-    """The course's training loop: Adam steps on the input; prints the costs and saves the
-    image every 20 iterations, and output/generated_image.jpg at the end.
+def model_nn(sess, input_image, num_iterations=200, nst=None, output_dir=None, print_every=20,
+             save_every=20, save_image=save_image, **options):
+    """The course's training loop: one training step an iteration; every 20 iterations prints
+    the costs and saves the image as i.png, and at the end saves generated_image.jpg (in
+    output_dir, default output/). Returns the generated image, (1, H, W, 3) mean-subtracted.
 
     nst: the graph from build_style_transfer or nst.optimize.prepare (default: the last one
-    built in sess.graph). options: the command line's, as nst.optimize.optimise takes them
-    (the optimizer, how often to print and save, tiles, checkpoints, Ctrl-C; save_image, the
-    course's by default). Returns the generated image, (1, H, W, 3) mean-subtracted.
+    built in sess.graph). options: the command line's, as nst.optimize.Optimisation takes them
+    (the optimizer, tiles, checkpoints, the progress bar, Ctrl-C).
     """
     nst = nst or optimize.latest_style_transfer(sess.graph)
     if nst is None:
         raise ValueError('model_nn: no style-transfer graph in this session; '
                          'call build_style_transfer first')
-    options.setdefault('save_image', save_image)
-    result = optimize.optimise(sess, nst, input_image, num_iterations, output_dir=output_dir,
-                               **options)
-    return result.image
+    output_dir = output_dir or CONFIG.OUTPUT_DIR
+    os.makedirs(output_dir, exist_ok=True)
+
+    # Initialize Adam's variables and assign the input image to the model's input, then
+    # minimize J: each iteration is one training step (Adam's train_step, or an L-BFGS one).
+    with optimize.Optimisation(sess, nst, input_image, num_iterations,
+                               checkpoint_every=save_every, **options) as run:
+        for i in run.iterations():
+            # The generated image after the step (with --average, the average of the steps')
+            generated_image = run.generated_image()
+
+            # Print every print_every iterations.
+            if print_every and i % print_every == 0:
+                Jt, Jc, Js = run.costs()
+                print("Iteration " + str(i) + " :")
+                print("total cost = " + str(Jt))
+                print("content cost = " + str(Jc))
+                print("style cost = " + str(Js))
+
+            # Save the current generated image in the output directory.
+            if save_every and i % save_every == 0:
+                save_image(os.path.join(output_dir, str(i) + ".png"), generated_image)
+
+        # Save the last generated image (the last one whose cost was finite).
+        generated_image = run.generated_image()
+        save_image(os.path.join(output_dir, "generated_image.jpg"), generated_image)
+    return generated_image
 
 
 # ----------------------------------------------------------------------------------------------

@@ -196,10 +196,7 @@ def quality_run(sess, nst, x0, spec):
     """The course's loop (nst.optimize.optimise) for quality_iterations from x0; the costs of
     the final image. It restarts from x0 with fresh Adam state (optimise initialises)."""
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as output_dir:
-        run = optimize.optimise(sess, nst, x0, spec['quality_iterations'],
-                                      output_dir=output_dir, save_every=0, print_every=0,
-                                      progress=False)
+    run = optimize.optimise(sess, nst, x0, spec['quality_iterations'], progress=False)
     seconds = time.perf_counter() - start
     if spec['save_final']:
         np.save(spec['save_final'], run.image)

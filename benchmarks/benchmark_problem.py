@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -237,9 +236,7 @@ def run_recorded(sess, nst, x0, iterations, seconds=0.0, optimizer='adam', keep_
     recorder = IterationRecorder(iterations, seconds, sess,
                                  nst.model['input'] if keep_images else None)
     cap = iterations if not seconds else iterations + 10 ** 6  # the recorder stops the run
-    with tempfile.TemporaryDirectory() as output_dir:
-        result = optimize.optimise(sess, nst, x0, cap, optimizer=optimizer,
-                                   output_dir=output_dir, save_every=0, print_every=0,
-                                   progress=False, stop=recorder)
+    result = optimize.optimise(sess, nst, x0, cap, optimizer=optimizer, progress=False,
+                               stop=recorder)
     recorder.finish(result)
     return recorder, result

@@ -1,22 +1,24 @@
-"""The optimisation: the training graph around a cost J, the Adam and L-BFGS-B loops, progress,
-saving, and Ctrl-C.
+"""The optimisation: the training graph around a cost J, and the loop of the course's model_nn
+(art_generation.py) over the steps of Adam or L-BFGS-B, whole or in tiles, with the progress
+bar, checkpoints and Ctrl-C.
 
 The costs themselves are the course's graded functions (art_generation.py); this module takes
 the tensors they built.
 """
 
+import contextlib
 import math
-import os
+import queue
 import signal
 import sys
+import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from nst import fast_ops
-from nst.config import MEANS, OUTPUT_DIR
+from nst.config import MEANS
 from nst.errors import Terminated
-from nst.images import save_pixels, to_pixels
 from nst.runtime import import_tf
 
 STYLE_TRANSFER_COLLECTION = 'style_transfer'
@@ -24,6 +26,7 @@ INPUT_SETTER_COLLECTION = 'input_setter'
 # tf.train.AdamOptimizer's defaults, which the course uses; the tiled loop's Adam (NumPy, at
 # full size) takes the same steps.
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
+REPORT_WAIT = 0.2  # seconds: how long the loop waits for L-BFGS-B's thread between signal checks
 
 
 class FixedInputs:
@@ -308,10 +311,6 @@ def _layer_factor(model, name):
     return factor
 
 
-def _save_image(path, image):
-    save_pixels(path, to_pixels(image))
-
-
 class RunResult(NamedTuple):
     image: np.ndarray       # (1, H, W, 3) the latest finite image, mean-subtracted
     history: list           # [(iteration, total, content, style), ...]
@@ -384,70 +383,148 @@ class Continuation(NamedTuple):
     average: object = None  # (sum, weight), or None
 
 
-def optimise(sess, nst, input_image, num_iterations, *, optimizer='adam', output_dir=None,
-             save_every=20, print_every=20, progress=True, save_image=None, stop=None,
-             first_iteration=0, average=0.0, tiled=None, resume=None, checkpoint=None,
-             finished=None):
-    """Minimise nst.J from input_image; print and save as the course does.
+class Optimisation:
+    """The minimisation of nst.J from input_image, an iteration at a time: the loop of the
+    course's model_nn (art_generation.py), which prints and saves as the course does.
 
-    Every print_every iterations prints the course's `Iteration i :` block; every save_every
-    iterations saves output_dir/i.png; at the end saves output_dir/generated_image.jpg.
-    save_image(path, image) writes a (1, H, W, 3) image (default: as the course's save_image).
-    progress: True or False for a bar of this run alone, or a Progress shared by the stages of
-    a run. first_iteration: the number of the first iteration (later stages of a run go on
-    counting). average: the decay of an exponential moving average of the iterates (0: off);
-    the average is the image saved and returned.
-    tiled: TiledTargets: nst is built on one tile and every step visits every tile of the
-    full-size input_image (Adam only). resume: a Continuation to go on from. checkpoint:
-    called with a LoopSnapshot every save_every iterations and when Ctrl-C stops the run.
-    finished: called with the RunResult at the end (model_nn returns only its image).
-    Returns a RunResult. A non-finite cost stops the run and keeps the last finite image.
+        with Optimisation(sess, nst, input_image, num_iterations, **options) as run:
+            for i in run.iterations():      # one training step each
+                run.generated_image()       # the image after it
+                run.costs()                 # (J, J_content, J_style) of the model's input
+        run.result                          # a RunResult
+
+    Entering initialises Adam's variables and assigns input_image to the model's input (the
+    course's first two session runs), turns Ctrl-C and SIGTERM into a request to stop after the
+    current iteration (stop, a StopRequest) and shows the progress bar (what is printed meanwhile
+    goes above it). Each iteration is one step of the optimizer: Adam's train_step, or with tiled
+    (TiledTargets: nst is built on one tile) an Adam step at full size over every tile, or an
+    iteration of L-BFGS-B (optimizer='lbfgs'). The loop ends early on a stop request, or when
+    the cost or the image stops being finite (the last finite image is kept).
+
+    Options: progress (True or False for a bar of this run alone, or a Progress shared by the
+    stages of a run); first_iteration (the number of the first iteration: later stages of a run
+    go on counting); average (the decay of an exponential moving average of the iterates, 0:
+    off; the average is the generated image); resume (a Continuation to go on from);
+    checkpoint (called with a LoopSnapshot every checkpoint_every iterations, after the
+    iteration's body, and when a stop request ends the run); finished (called with the
+    RunResult on leaving, after the body).
     """
-    output_dir = output_dir or OUTPUT_DIR
-    os.makedirs(output_dir, exist_ok=True)
-    stop = stop or StopRequest()
-    resume = resume or Continuation()
-    if optimizer not in ('adam', 'lbfgs') or (tiled is not None and optimizer != 'adam'):
-        raise ValueError('optimizer must be adam%s, not %r'
-                         % ('' if tiled is not None else ' or lbfgs', optimizer))
-    owns_bar = not isinstance(progress, Progress)
-    if owns_bar:
-        progress = Progress([num_iterations], enabled=progress)
-        progress.start_stage(0)
-    state = _LoopState(sess, nst, output_dir, save_every, print_every, save_image or _save_image,
-                       num_iterations, progress, first_iteration, average)
-    state.checkpoint, state.tiled, state.optimizer = checkpoint, tiled, optimizer
-    if resume.average is not None:
-        state.average, state.average_weight = resume.average
-    state.last_image = np.asarray(input_image, dtype=np.float32)
-    if tiled is None:  # in one run (one graph optimisation): Adam's state, and the input set
-        setter = nst.set_input
-        others = [op for op in nst.initializer if op is not setter.variable.initializer]
-        sess.run(others + [setter.assign], {setter.feed: input_image})
-    else:
-        sess.run(nst.initializer)
-    with stop:
-        try:
-            if tiled is not None:
-                _run_tiled_adam(state, stop, resume.adam)
-            elif optimizer == 'adam':
-                _run_adam(state, stop, resume.adam)
-            else:
-                _run_lbfgs(state, stop)
-        finally:
-            if owns_bar:
-                progress.close()
-    if not state.diverged and state.adam_overflowed():
-        state.diverged = 'gradient'
-    interrupted = stop.requested
-    if interrupted and checkpoint is not None and not state.diverged:
-        checkpoint(state.snapshot())
-    state.save(os.path.join(output_dir, 'generated_image.jpg'), state.result())
-    result = RunResult(state.result(), state.history, interrupted, state.diverged,
-                       state.completed)
-    if finished is not None:
-        finished(result)
-    return result
+
+    def __init__(self, sess, nst, input_image, num_iterations, *, optimizer='adam',
+                 progress=True, stop=None, first_iteration=0, average=0.0, tiled=None,
+                 resume=None, checkpoint=None, checkpoint_every=20, finished=None):
+        if optimizer not in ('adam', 'lbfgs') or (tiled is not None and optimizer != 'adam'):
+            raise ValueError('optimizer must be adam%s, not %r'
+                             % ('' if tiled is not None else ' or lbfgs', optimizer))
+        self.sess, self.nst = sess, nst
+        self.input_image = np.asarray(input_image, dtype=np.float32)
+        self.num_iterations, self.optimizer, self.tiled = num_iterations, optimizer, tiled
+        self.stop = stop or StopRequest()
+        self.resume = resume or Continuation()
+        self.first_iteration, self.average = first_iteration, average
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.finished = finished
+        self.progress = progress
+        self.result = None  # the RunResult, once left
+        self._state = None
+        self._exits = None
+        self._running = None  # the iterations() under way
+
+    def __enter__(self):
+        sess, nst = self.sess, self.nst
+        if self.tiled is None:  # in one run (one graph optimisation): Adam's state, the input
+            setter = nst.set_input
+            others = [op for op in nst.initializer if op is not setter.variable.initializer]
+            sess.run(others + [setter.assign], {setter.feed: self.input_image})
+        else:
+            sess.run(nst.initializer)
+        with contextlib.ExitStack() as exits:
+            if not isinstance(self.progress, Progress):  # a bar of this run alone
+                self.progress = exits.enter_context(
+                    Progress([self.num_iterations], enabled=self.progress))
+                self.progress.start_stage(0)
+            # Printed lines go above the progress bar, not through it.
+            from tqdm.contrib import DummyTqdmFile
+            exits.enter_context(contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)))
+            exits.enter_context(self.stop)
+            state = _LoopState(sess, nst, self.num_iterations, self.progress,
+                               self.first_iteration, self.average)
+            state.tiled, state.optimizer = self.tiled, self.optimizer
+            if self.resume.average is not None:
+                state.average, state.average_weight = self.resume.average
+            state.last_image = self.input_image
+            self._state, self._exits = state, exits.pop_all()
+        return self
+
+    def iterations(self):
+        """Take the steps: yield the number of each iteration (first_iteration on) once it is
+        done, until num_iterations are or the loop ends early. A checkpoint due is written
+        when the body of the iteration has run (after its image is saved)."""
+        self._running = self._iterate()
+        return self._running
+
+    def _iterate(self):
+        state, stop = self._state, self.stop
+        if self.tiled is not None:
+            steps = _tiled_adam_steps(state, self.resume.adam)
+        elif self.optimizer == 'adam':
+            steps = _adam_steps(state, self.resume.adam)
+        else:
+            steps = _lbfgs_steps(state)
+        with contextlib.closing(steps):
+            for image, costs in steps:
+                i = state.completed  # of this call; number: of the run
+                if not state.after_iteration(i, image, costs):
+                    return
+                number = self.first_iteration + i
+                yield number
+                sys.stdout.flush()  # its lines visible at once when piped (block-buffered)
+                if (self.checkpoint is not None and self.checkpoint_every
+                        and number % self.checkpoint_every == 0):
+                    snapshot = state.snapshot()  # Adam's state read once, checked and saved
+                    if _adam_overflowed(snapshot.adam):
+                        state.diverged = 'gradient'
+                        return
+                    self.checkpoint(snapshot)
+                if stop.requested:
+                    return
+
+    def generated_image(self):
+        """The image of the run so far: the latest iterate (the last finite one), or with
+        average the average of the iterates. (1, H, W, 3) float32, mean-subtracted."""
+        return self._state.result()
+
+    def costs(self):
+        """(J, J_content, J_style) of the model's input: the latest iterate's (tiled: of the
+        image before the latest step, which the step computed)."""
+        return self._state.costs()
+
+    def __exit__(self, kind, error, trace):
+        if self._running is not None:
+            self._running.close()  # L-BFGS-B's thread ended, if the body raised
+        self._exits.close()  # signals handed back, the bar of this run alone closed
+        if kind is not None:
+            return False
+        state = self._state
+        if not state.diverged and state.adam_overflowed():
+            state.diverged = 'gradient'
+        interrupted = self.stop.requested
+        if interrupted and self.checkpoint is not None and not state.diverged:
+            self.checkpoint(state.snapshot())
+        self.result = RunResult(state.result(), state.history, interrupted, state.diverged,
+                                state.completed)
+        if self.finished is not None:
+            self.finished(self.result)
+        return False
+
+
+def optimise(sess, nst, input_image, num_iterations, **options):
+    """All the iterations of an Optimisation (its options), with nothing printed or saved
+    (model_nn, in art_generation.py, is the loop that prints and saves): its RunResult."""
+    with Optimisation(sess, nst, input_image, num_iterations, **options) as run:
+        for _ in run.iterations():
+            pass
+    return run.result
 
 
 class Progress:
@@ -503,10 +580,6 @@ class Progress:
         # than the step (tqdm then warns on stderr and shows a negative time left).
         self.bar.update(min(work, self.bar.total - self.bar.n))
 
-    def write(self, text):
-        from tqdm.auto import tqdm
-        tqdm.write(text, file=sys.stdout)
-
     def close(self):
         if self.bar is not None:
             self.bar.close()
@@ -526,13 +599,11 @@ class Progress:
 
 
 class _LoopState:
-    """Bookkeeping shared by both optimisers: costs, printing, saving, the progress bar, the
-    average of the iterates."""
+    """Bookkeeping shared by the optimisers: the latest images, their costs, the progress bar,
+    the average of the iterates."""
 
-    def __init__(self, sess, nst, output_dir, save_every, print_every, save_image,
-                 num_iterations, progress, first_iteration, average):
-        self.sess, self.nst, self.output_dir = sess, nst, output_dir
-        self.save_every, self.print_every, self.save = save_every, print_every, save_image
+    def __init__(self, sess, nst, num_iterations, progress, first_iteration, average):
+        self.sess, self.nst = sess, nst
         self.num_iterations, self.progress = num_iterations, progress
         self.first_iteration = first_iteration
         self.history = []
@@ -543,7 +614,6 @@ class _LoopState:
         self.decay = average
         self.average = None          # sum of decay^k-weighted iterates ...
         self.average_weight = 0.0    # ... and of the weights: the bias-corrected average
-        self.checkpoint = None       # called with a LoopSnapshot (see optimise)
         self.tiled = None            # TiledTargets, or None
         self.optimizer = 'adam'
         self.adam = None             # () -> AdamState of the latest iterate (the Adam loops)
@@ -571,7 +641,8 @@ class _LoopState:
 
     def after_iteration(self, i, image, costs):
         """Record iteration i (of this stage) whose result is image; costs are (J, J_content,
-        J_style) of some recent image, used for the history and the progress bar."""
+        J_style) of some recent image, used for the history and the progress bar. False when
+        the cost or the image is not finite (then the last finite image is kept)."""
         if not all(math.isfinite(c) for c in costs) or not np.all(np.isfinite(image)):
             self.diverged = 'cost'
             self._keep_last_finite()
@@ -585,23 +656,8 @@ class _LoopState:
                 0 if self.average is None else self.decay * self.average)
             self.average_weight = 1.0 + self.decay * self.average_weight
         self.completed = i + 1
-        number = self.first_iteration + i
-        self.history.append((number,) + tuple(float(c) for c in costs))
+        self.history.append((self.first_iteration + i,) + tuple(float(c) for c in costs))
         self.progress.step(costs)
-        if self.print_every and number % self.print_every == 0:
-            # The course's lines, with the costs of the image after iteration i.
-            Jt, Jc, Js = self.costs()
-            self.progress.write('Iteration ' + str(number) + ' :\ntotal cost = ' + str(Jt)
-                                + '\ncontent cost = ' + str(Jc) + '\nstyle cost = ' + str(Js))
-            sys.stdout.flush()  # visible at once when piped (block-buffered), as print in Jupyter
-        if self.save_every and number % self.save_every == 0:
-            self.save(os.path.join(self.output_dir, str(number) + '.png'), self.result())
-            if self.checkpoint is not None:
-                snapshot = self.snapshot()  # Adam's state read once, checked and saved
-                if _adam_overflowed(snapshot.adam):
-                    self.diverged = 'gradient'
-                    return False
-                self.checkpoint(snapshot)
         return True
 
     def adam_overflowed(self):
@@ -635,7 +691,9 @@ def _adam_overflowed(adam):
     return adam is not None and not (np.isfinite(adam.m).all() and np.isfinite(adam.v).all())
 
 
-def _run_adam(state, stop, resume_adam=None):
+def _adam_steps(state, resume_adam=None):
+    """Adam's train_step, once per iteration: yields (the image after the step, the costs of
+    the image before it)."""
     nst, sess = state.nst, state.sess
     adam = nst.adam
     steps = 0
@@ -653,10 +711,9 @@ def _run_adam(state, stop, resume_adam=None):
     # One session run per iteration: the step, the image after it, and the costs of the image
     # before it (free: the step computes them anyway).
     fetches = [nst.stepped_input, nst.J, nst.J_content, nst.J_style]
-    for i in range(state.num_iterations):
+    for _ in range(state.num_iterations):
         image, Jt, Jc, Js = nst.run(sess, fetches)
-        if not state.after_iteration(i, image, (Jt, Jc, Js)) or stop.requested:
-            break
+        yield image, (Jt, Jc, Js)
 
 
 def _float32_power(base, exponent):
@@ -669,10 +726,11 @@ def _float32_power(base, exponent):
     return power
 
 
-def _run_tiled_adam(state, stop, resume_adam=None):
-    """Adam at full size over the tiles: each step runs the one-tile graph on every tile,
-    blends the tiles' gradients (tiles.blend_weights, seams at new places each step) into one
-    full-size gradient and takes Adam's step (tf.train.AdamOptimizer's, in NumPy).
+def _tiled_adam_steps(state, resume_adam=None):
+    """Adam at full size over the tiles, yielding (image, costs) as _adam_steps: each step runs
+    the one-tile graph on every tile, blends the tiles' gradients (tiles.blend_weights, seams at
+    new places each step) into one full-size gradient and takes Adam's step
+    (tf.train.AdamOptimizer's, in NumPy).
 
     A tile's costs are normalised by its own size, so its gradient is that of the whole
     picture's times (picture pixels / tile pixels): it is scaled back by the tile's share.
@@ -695,7 +753,7 @@ def _run_tiled_adam(state, stop, resume_adam=None):
     # What each tile's run is fed: the folded fixed inputs, with the tiles' own targets.
     feeds = {place: {**nst.feeds, **tiled.style_feeds, **tiled.content_feeds[place]}
              for place in tiling.tiles()}
-    for i in range(state.num_iterations):
+    for _ in range(state.num_iterations):
         weights = tiles.blend_weights(tiling, tiled.rng)
         gradient = np.zeros_like(image)
         costs = np.zeros(3)
@@ -721,15 +779,18 @@ def _run_tiled_adam(state, stop, resume_adam=None):
         work *= rate
         image = image - work  # a new array: the loop state keeps the last one
         state.last_costs = tuple(costs)
-        if not state.after_iteration(i, image, state.last_costs) or stop.requested:
-            break
+        yield image, state.last_costs
 
 
-def _run_lbfgs(state, stop):
-    """L-BFGS-B through scipy on the session's cost and gradient.
+def _lbfgs_steps(state):
+    """L-BFGS-B through scipy on the session's cost and gradient, yielding (image, costs) as
+    _adam_steps after each of its iterations; the model's input holds the image meanwhile.
 
     The box constraints keep every pixel in the valid range [0, 255] (minus the mean), so the
-    result needs no clipping.
+    result needs no clipping. scipy drives its own loop and calls back after each iteration, so
+    it runs in a thread of its own that waits in that callback until the loop asks for the next
+    iteration: one of the two threads runs at a time. Closing the generator ends the thread
+    (after the session run under way, if any).
     """
     import scipy.optimize
 
@@ -739,27 +800,72 @@ def _run_lbfgs(state, stop):
     means = np.broadcast_to(MEANS, shape)
     bounds = scipy.optimize.Bounds((0.0 - means).ravel(), (255.0 - means).ravel())
     latest = {}
+    reports = queue.Queue()  # from scipy's thread: ('iterate', x, costs), ('done' | 'failed', .)
+    go_on = queue.Queue()    # to it, after each iterate: True for the next iteration, or False
+    ending = threading.Event()
 
     def cost_and_gradient(x):
+        if ending.is_set():  # the loop ended during a line search
+            raise _LbfgsEnded
         nst.set_input(sess, x.reshape(shape).astype(np.float32))
         J, Jc, Js, grad = nst.run(sess, [nst.J, nst.J_content, nst.J_style, nst.gradient])
         latest['costs'] = (J, Jc, Js)
         return float(J), grad.ravel().astype(np.float64)
 
     def callback(intermediate_result):
-        i = state.completed
-        image = intermediate_result.x.reshape(shape).astype(np.float32)
-        nst.set_input(sess, image)
-        if not state.after_iteration(i, image, latest['costs']) or stop.requested:
-            raise StopIteration
-        if state.completed >= state.num_iterations:
-            raise StopIteration
+        reports.put(('iterate', intermediate_result.x, latest['costs']))
+        if not go_on.get():
+            raise StopIteration  # scipy ends the minimisation
+
+    def minimise(x0):
+        try:
+            scipy.optimize.minimize(cost_and_gradient, x0, jac=True, method='L-BFGS-B',
+                                    bounds=bounds, callback=callback,
+                                    options={'maxiter': state.num_iterations,
+                                             'maxfun': 4 * state.num_iterations})
+        except _LbfgsEnded:
+            pass
+        except BaseException as error:  # raised again in the loop's thread
+            reports.put(('failed', error, None))
+            return
+        reports.put(('done', None, None))
 
     x0 = np.clip(sess.run(variable), bounds.lb.reshape(shape), bounds.ub.reshape(shape))
-    scipy.optimize.minimize(cost_and_gradient, x0.ravel().astype(np.float64), jac=True,
-                            method='L-BFGS-B', bounds=bounds, callback=callback,
-                            options={'maxiter': state.num_iterations,
-                                     'maxfun': 4 * state.num_iterations})
+    worker = threading.Thread(target=minimise, args=(x0.ravel().astype(np.float64),),
+                              name='L-BFGS-B', daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value, costs = _next_report(reports)
+            if kind == 'failed':
+                raise value
+            if kind == 'done':  # converged, or scipy's own limits reached
+                return
+            image = value.reshape(shape).astype(np.float32)
+            nst.set_input(sess, image)
+            yield image, costs
+            if state.completed >= state.num_iterations:
+                return
+            go_on.put(True)
+    finally:
+        ending.set()
+        go_on.put(False)
+        worker.join()
+
+
+def _next_report(reports):
+    """The next item of the queue, waiting in short spells: a signal may reach another thread
+    (scipy's, or TensorFlow's), and Python runs its handler in this one only once it wakes, so
+    a second Ctrl-C ("stop now") takes effect within a spell, not after the next iteration."""
+    while True:
+        try:
+            return reports.get(timeout=REPORT_WAIT)
+        except queue.Empty:
+            pass
+
+
+class _LbfgsEnded(Exception):
+    """Raised in scipy's thread when the loop has ended: it stops the minimisation."""
 
 
 def latest_style_transfer(graph):

@@ -106,7 +106,7 @@ def no_download(request, monkeypatch):
 def install_spy(monkeypatch):
     """Record, for each run, what the CLI built and what the optimisation returned."""
     runs = []
-    load, build, optimise = ag.load_vgg_model, ag.build_style_transfer, optimize.optimise
+    load, build, Optimisation = ag.load_vgg_model, ag.build_style_transfer, optimize.Optimisation
     model_kwargs = []
 
     def spying_load(*args, **kwargs):
@@ -122,14 +122,20 @@ def install_spy(monkeypatch):
                  for op in sess.graph.get_operations()]))
         return nst
 
-    def spying_optimise(sess, nst, input_image, num_iterations, **kwargs):
-        runs[-1].input_image = np.array(input_image)
-        runs[-1].result = optimise(sess, nst, input_image, num_iterations, **kwargs)
-        return runs[-1].result
+    class SpyingOptimisation(Optimisation):
+        def __init__(self, sess, nst, input_image, num_iterations, **kwargs):
+            runs[-1].input_image = np.array(input_image)
+            super().__init__(sess, nst, input_image, num_iterations, **kwargs)
+
+        def __exit__(self, *exc):
+            try:
+                return super().__exit__(*exc)
+            finally:
+                runs[-1].result = self.result
 
     monkeypatch.setattr(ag, 'load_vgg_model', spying_load)
     monkeypatch.setattr(ag, 'build_style_transfer', spying_build)
-    monkeypatch.setattr(optimize, 'optimise', spying_optimise)
+    monkeypatch.setattr(optimize, 'Optimisation', SpyingOptimisation)
     return runs
 
 

@@ -337,3 +337,29 @@ def test_a_command_line_run_goes_through_model_nn(tiny_vgg_file, pics, tmp_path,
     assert code == 0, err
     assert calls == [2, 1]  # one loop a stage: 32 pixels wide, then 64
     assert out.count('edited model_nn') == 2
+
+
+def test_the_lines_a_command_line_run_prints_are_model_nn_s(tiny_vgg_file, pics, tmp_path,
+                                                            monkeypatch, capsys):
+    """The body of the loop is model_nn's own: the course's four lines of each printed
+    iteration go through its print (art_generation's, patched here), and reach stdout whole
+    beside the progress bar."""
+    printed = []
+
+    def recording_print(*args, **kwargs):
+        printed.append(' '.join(str(arg) for arg in args))
+        print(*args, **kwargs)
+
+    monkeypatch.setattr(ag, 'print', recording_print, raising=False)
+    code = ag.main(['--model', tiny_vgg_file, '--no-download', '--no-tune',
+                    '--content', pics.content, '--style', pics.style, '--width', '32',
+                    '--iterations', '3', '--print-every', '2', '--save-every', '0',
+                    '--output-dir', str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    iterations = [line for line in printed if line.startswith('Iteration')]
+    assert iterations == ['Iteration 0 :', 'Iteration 2 :']
+    assert len(printed) == 8 and [line.split(' = ')[0] for line in printed[1:4]] == [
+        'total cost', 'content cost', 'style cost']
+    for line in printed:
+        assert line + '\n' in out

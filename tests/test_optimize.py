@@ -7,6 +7,8 @@ beta 40, the file names, the save_image formula) or from NumPy, never from the c
 """
 import os
 import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -184,12 +186,11 @@ def test_lbfgs_keeps_every_pixel_in_range_where_adam_does_not(tiny_weights, tmp_
     start = board.astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
         nst = build(sess, tiny_weights, board, [style])
-        adam = optimize.optimise(sess, nst, start, 30, optimizer='adam',
-                                 output_dir=str(tmp_path / 'a'),
-                                 progress=False, print_every=0, save_every=0)
-        lbfgs = optimize.optimise(sess, nst, start, 30, optimizer='lbfgs',
-                                  output_dir=str(tmp_path / 'l'), progress=False, print_every=0,
-                                  save_every=0)
+        adam = optimize.optimise(sess, nst, start, 30, optimizer='adam', progress=False)
+        runs = []
+        ag.model_nn(sess, start, 30, nst=nst, optimizer='lbfgs', output_dir=str(tmp_path / 'l'),
+                    progress=False, print_every=0, save_every=0, finished=runs.append)
+        [lbfgs] = runs
 
     # The control: this problem does push pixels out of range.
     adam_pixels = adam.image + MEANS
@@ -232,9 +233,11 @@ def test_sigint_stops_after_the_current_iteration(tiny_weights, tmp_path, optimi
     before = signal.getsignal(signal.SIGINT)
     with tf.Graph().as_default(), tf.Session() as sess:
         nst = build(sess, tiny_weights, content, [style])
-        result = optimize.optimise(sess, nst, content.astype(np.float32), 50, optimizer=optimizer,
-                                   output_dir=str(tmp_path), save_every=1, print_every=0,
-                                   progress=False, save_image=save_image)
+        runs = []
+        ag.model_nn(sess, content.astype(np.float32), 50, nst=nst, optimizer=optimizer,
+                    output_dir=str(tmp_path), save_every=1, print_every=0, progress=False,
+                    save_image=save_image, finished=runs.append)
+        [result] = runs
     assert signal.getsignal(signal.SIGINT) is before
     assert result.interrupted and not result.diverged
     assert result.iterations == 3
@@ -244,6 +247,105 @@ def test_sigint_stops_after_the_current_iteration(tiny_weights, tmp_path, optimi
     np.testing.assert_array_equal(read_rgb(tmp_path / '2.png'), expected)
     final = read_rgb(tmp_path / 'generated_image.jpg')
     assert np.abs(block_means(final) - block_means(expected)).mean() < 4
+
+
+# ----------------------------------------------------------------------------------------------
+# L-BFGS-B's thread: scipy drives its own loop, so it runs beside model_nn's
+# ----------------------------------------------------------------------------------------------
+
+def lbfgs_threads():
+    return [thread for thread in threading.enumerate()
+            if thread.name == 'L-BFGS-B' and thread.is_alive()]
+
+
+def test_leaving_an_lbfgs_loop_early_ends_its_thread(tiny_weights):
+    """A loop left by a break counts the iterations done (not an interruption); one left by an
+    error in its body raises it, leaves no result; either way scipy's thread has ended."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        start = content.astype(np.float32)
+        with optimize.Optimisation(sess, nst, start, 50, optimizer='lbfgs',
+                                   progress=False) as run:
+            for i in run.iterations():
+                if i == 2:
+                    break
+        assert lbfgs_threads() == []
+        assert run.result.iterations == 3 and not run.result.interrupted
+        assert [entry[0] for entry in run.result.history] == [0, 1, 2]
+        with pytest.raises(OSError, match='disk full'):
+            with optimize.Optimisation(sess, nst, start, 50, optimizer='lbfgs',
+                                       progress=False) as run:
+                for i in run.iterations():
+                    if i == 1:
+                        raise OSError('disk full')
+        assert lbfgs_threads() == []
+        assert run.result is None
+
+
+def test_an_error_in_the_lbfgs_thread_reaches_the_caller(tiny_weights):
+    """A session run that fails in scipy's thread (here a fixed input fed an array of the
+    wrong shape) raises its error where the loop runs."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        fixed = next(iter(nst.feeds))
+        broken = nst._replace(feeds={**nst.feeds, fixed: np.zeros((1, 1), np.float32)})
+        with pytest.raises(ValueError, match='Cannot feed value of shape'):
+            optimize.optimise(sess, broken, content.astype(np.float32), 5, optimizer='lbfgs',
+                              progress=False)
+    assert lbfgs_threads() == []
+
+
+def test_a_second_ctrl_c_during_an_lbfgs_evaluation_stops_at_once(tiny_weights):
+    """Two SIGINTs while scipy's thread evaluates the cost (signals a thread other than the
+    main one receives): the first asks to stop after the iteration, the second raises
+    KeyboardInterrupt while the evaluation still runs (after a spell of the loop's wait, not
+    after the iteration); the thread then ends and Ctrl-C is handed back."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    evaluation = {'calls': 0, 'ended': None, 'second signal handled': None}
+
+    class TimedStop(optimize.StopRequest):
+        def _handle(self, signum, frame):
+            if self.requested:
+                evaluation['second signal handled'] = time.monotonic()
+            super()._handle(signum, frame)
+
+    stop = TimedStop()
+
+    class InterruptedSession:  # the session, with a slow third evaluation that gets Ctrl-C
+        def __init__(self, sess):
+            self.sess, self.graph = sess, sess.graph
+
+        def run(self, fetches, feed_dict=None):
+            if threading.current_thread().name == 'L-BFGS-B':
+                evaluation['calls'] += 1
+                if evaluation['calls'] == 3:
+                    signal.raise_signal(signal.SIGINT)
+                    deadline = time.monotonic() + 10
+                    while not stop.requested and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    signal.raise_signal(signal.SIGINT)
+                    time.sleep(3 * optimize.REPORT_WAIT + 0.5)  # a long evaluation
+                    evaluation['ended'] = time.monotonic()
+            return self.sess.run(fetches, feed_dict)
+
+    before = signal.getsignal(signal.SIGINT)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                optimize.optimise(InterruptedSession(sess), nst, content.astype(np.float32),
+                                  50, optimizer='lbfgs', progress=False, stop=stop)
+            finally:
+                raised = time.monotonic()
+    # Handled while the evaluation ran; the thread was waited for.
+    assert evaluation['second signal handled'] < evaluation['ended'] < raised
+    assert lbfgs_threads() == []
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,7 +367,7 @@ def tiled_transfer(sess, weights, content, styles, tiling, style_layers=ag.STYLE
 
 
 @pytest.mark.parametrize('styles', [1, 2])
-def test_a_single_tile_steps_as_the_untiled_run(tiny_weights, tmp_path, styles):
+def test_a_single_tile_steps_as_the_untiled_run(tiny_weights, styles):
     """One tile covering the image: the tiled loop (NumPy Adam at full size over blended tile
     gradients) takes the same steps as TensorFlow's Adam on the whole image."""
     from nst import tiles
@@ -276,13 +378,11 @@ def test_a_single_tile_steps_as_the_untiled_run(tiny_weights, tmp_path, styles):
     start = nst_utils.generate_noise_image(content).astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
         nst = build(sess, tiny_weights, content, style_images)
-        whole = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'a'),
-                                  progress=False, print_every=0)
+        whole = optimize.optimise(sess, nst, start, 5, progress=False)
     with tf.Graph().as_default(), tf.Session() as sess:
         nst, targets = tiled_transfer(sess, tiny_weights, content, style_images,
                                       tiles.single_tile(HEIGHT, WIDTH))
-        tiled = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'b'),
-                                  progress=False, print_every=0, tiled=targets)
+        tiled = optimize.optimise(sess, nst, start, 5, progress=False, tiled=targets)
     np.testing.assert_allclose([h[1:] for h in tiled.history], [h[1:] for h in whole.history],
                                rtol=1e-5)
     # Within float32 rounding of 5 steps of learning rate 2 (pixels span about 255).
@@ -315,7 +415,7 @@ def test_tiled_style_targets_are_the_whole_images_gram_matrices(tiny_weights):
         np.testing.assert_allclose(gram, expected, rtol=2e-4, atol=1e-3 * np.abs(expected).max())
 
 
-def test_tiled_run_lowers_the_cost_without_seams(tiny_weights, tmp_path):
+def test_tiled_run_lowers_the_cost_without_seams(tiny_weights):
     """Four tiles: the full-size cost of the result (evaluated on an untiled graph) falls, and
     the tile borders do not show."""
     from nst import tiles
@@ -327,8 +427,7 @@ def test_tiled_run_lowers_the_cost_without_seams(tiny_weights, tmp_path):
     start = nst_utils.generate_noise_image(content).astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
         nst, targets = tiled_transfer(sess, tiny_weights, content, [style], tiling)
-        result = optimize.optimise(sess, nst, start, 30, output_dir=str(tmp_path),
-                                   progress=False, print_every=0, tiled=targets)
+        result = optimize.optimise(sess, nst, start, 30, progress=False, tiled=targets)
     assert result.iterations == 30
     with tf.Graph().as_default(), tf.Session() as sess:
         nst = build(sess, tiny_weights, content, [style])
@@ -340,7 +439,7 @@ def test_tiled_run_lowers_the_cost_without_seams(tiny_weights, tmp_path):
     assert tiles.border_contrast(result.image, tiling) < 1.1
 
 
-def test_resumed_adam_takes_the_same_steps(tiny_weights, tmp_path):
+def test_resumed_adam_takes_the_same_steps(tiny_weights):
     """5 steps, then a fresh session resumed from the state after 2 (the image, Adam's moments
     and step count, as a checkpoint holds them) for 3 more: the same images, bit for bit (TF's
     float32 powers of beta1 and beta2 reproduced exactly)."""
@@ -352,21 +451,18 @@ def test_resumed_adam_takes_the_same_steps(tiny_weights, tmp_path):
     snapshots = []
     with tf.Graph().as_default(), tf.Session() as sess:
         nst = build(sess, tiny_weights, content, [style])
-        whole = optimize.optimise(sess, nst, start, 5, output_dir=str(tmp_path / 'a'),
-                                  progress=False, print_every=0, save_every=2,
+        whole = optimize.optimise(sess, nst, start, 5, progress=False, checkpoint_every=2,
                                   checkpoint=snapshots.append)
     at_2 = snapshots[1]  # after iteration 2: 3 iterations done
     assert at_2.iterations == 3 and at_2.adam.step == 3
     with tf.Graph().as_default(), tf.Session() as sess:
         nst = build(sess, tiny_weights, content, [style])
-        resumed = optimize.optimise(
-            sess, nst, at_2.image, 2, output_dir=str(tmp_path / 'b'), progress=False,
-            print_every=0, save_every=0,
-            resume=optimize.Continuation(AdamState(*at_2.adam)))
+        resumed = optimize.optimise(sess, nst, at_2.image, 2, progress=False,
+                                    resume=optimize.Continuation(AdamState(*at_2.adam)))
     np.testing.assert_array_equal(resumed.image, whole.image)
 
 
-def test_a_second_optimise_in_a_session_starts_afresh(tiny_weights, tmp_path):
+def test_a_second_optimise_in_a_session_starts_afresh(tiny_weights):
     """optimise initialises Adam's state and sets the input in one run: called again in the
     same session from the same image it takes the same steps, bit for bit (Adam's moments and
     step count were reset, not carried on), and the passes and the loop share one input
@@ -377,9 +473,7 @@ def test_a_second_optimise_in_a_session_starts_afresh(tiny_weights, tmp_path):
     start = nst_utils.generate_noise_image(content).astype(np.float32)
     with tf.Graph().as_default() as graph, tf.Session() as sess:
         nst = build(sess, tiny_weights, content, [style])
-        runs = [optimize.optimise(sess, nst, start, 3, output_dir=str(tmp_path / name),
-                                  progress=False, print_every=0, save_every=0)
-                for name in ('first', 'second')]
+        runs = [optimize.optimise(sess, nst, start, 3, progress=False) for _ in range(2)]
         assert optimize.InputSetter.of(nst.model) is nst.set_input
         feeds = [op for op in graph.get_operations() if op.name.startswith('input_feed')]
     assert len(feeds) == 1
