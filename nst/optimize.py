@@ -7,6 +7,7 @@ the tensors they built.
 """
 
 import contextlib
+import io
 import math
 import queue
 import signal
@@ -429,6 +430,7 @@ class Optimisation:
         self._state = None
         self._exits = None
         self._running = None  # the iterations() under way
+        self._checkpointed = None  # the iterations completed at the last checkpoint written
 
     def __enter__(self):
         sess, nst = self.sess, self.nst
@@ -444,8 +446,9 @@ class Optimisation:
                     Progress([self.num_iterations], enabled=self.progress))
                 self.progress.start_stage(0)
             # Printed lines go above the progress bar, not through it.
-            from tqdm.contrib import DummyTqdmFile
-            exits.enter_context(contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)))
+            lines = _LinesAboveTheBar(sys.stdout)
+            exits.enter_context(contextlib.redirect_stdout(lines))
+            exits.callback(lines.flush)  # what the body printed last, before stdout is back
             exits.enter_context(self.stop)
             state = _LoopState(sess, nst, self.num_iterations, self.progress,
                                self.first_iteration, self.average)
@@ -478,16 +481,28 @@ class Optimisation:
                     return
                 number = self.first_iteration + i
                 yield number
-                sys.stdout.flush()  # its lines visible at once when piped (block-buffered)
-                if (self.checkpoint is not None and self.checkpoint_every
-                        and number % self.checkpoint_every == 0):
-                    snapshot = state.snapshot()  # Adam's state read once, checked and saved
-                    if _adam_overflowed(snapshot.adam):
-                        state.diverged = 'gradient'
-                        return
-                    self.checkpoint(snapshot)
-                if stop.requested:
+                sys.stdout.flush()  # the lines it printed, at once and in one piece
+                stopping = stop.requested  # read once an iteration (benchmarks time it)
+                due = self.checkpoint_every and number % self.checkpoint_every == 0
+                if (self.checkpoint is not None and (due or stopping)
+                        and not self._save_checkpoint()):
                     return
+                if stopping:  # its checkpoint written before model_nn's last save
+                    return
+
+    def _save_checkpoint(self):
+        """Checkpoint the latest iterate, unless that was done already; False (and no
+        checkpoint) when Adam's state has overflowed (then the run has diverged)."""
+        state = self._state
+        if self._checkpointed == state.completed:
+            return True
+        snapshot = state.snapshot()  # Adam's state read once, checked and saved
+        if _adam_overflowed(snapshot.adam):
+            state.diverged = 'gradient'
+            return False
+        self.checkpoint(snapshot)
+        self._checkpointed = state.completed
+        return True
 
     def generated_image(self):
         """The image of the run so far: the latest iterate (the last finite one), or with
@@ -500,17 +515,19 @@ class Optimisation:
         return self._state.costs()
 
     def __exit__(self, kind, error, trace):
-        if self._running is not None:
-            self._running.close()  # L-BFGS-B's thread ended, if the body raised
-        self._exits.close()  # signals handed back, the bar of this run alone closed
+        try:
+            if self._running is not None:
+                self._running.close()  # L-BFGS-B's thread ended, if the body raised
+        finally:
+            self._exits.close()  # stdout, the signals given back; a bar of its own closed
         if kind is not None:
             return False
         state = self._state
         if not state.diverged and state.adam_overflowed():
             state.diverged = 'gradient'
-        interrupted = self.stop.requested
+        interrupted = self.stop.requested  # also by a Ctrl-C after the loop (the last save)
         if interrupted and self.checkpoint is not None and not state.diverged:
-            self.checkpoint(state.snapshot())
+            self._save_checkpoint()
         self.result = RunResult(state.result(), state.history, interrupted, state.diverged,
                                 state.completed)
         if self.finished is not None:
@@ -596,6 +613,32 @@ class Progress:
         if self.tiles is not None:
             counted += ', tile %d/%d' % self.tiles
         return '%s, %s' % (self.name, counted) if self.name else counted
+
+
+class _LinesAboveTheBar(io.TextIOBase):
+    """Standard output while a progress bar shows: what is printed is held until flushed (the
+    loop flushes after each iteration), then written in one piece through tqdm.write, which
+    clears the bars of the terminal first and draws them again below. (tqdm.write clears them
+    only when writing to sys.stdout or sys.stderr, which this file replaces meanwhile.)"""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.held = []
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        self.held.append(text)
+        return len(text)
+
+    def flush(self):
+        from tqdm.auto import tqdm
+        text, self.held = ''.join(self.held), []
+        if text:
+            with contextlib.redirect_stdout(self.stream):
+                tqdm.write(text, file=self.stream, end='')
+        self.stream.flush()
 
 
 class _LoopState:
@@ -794,6 +837,8 @@ def _lbfgs_steps(state):
     """
     import scipy.optimize
 
+    if state.num_iterations <= 0:
+        return  # (scipy would take one all the same)
     nst, sess = state.nst, state.sess
     variable = nst.model['input']
     shape = variable.get_shape().as_list()

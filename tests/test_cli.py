@@ -21,13 +21,17 @@ ignorable (hidden, never under the name of a result, read by nothing) and may be
 tests below accept hidden temp files of exactly that pattern and nothing else.
 """
 import contextlib
+import fcntl
 import io
 import os
+import pty
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -1978,3 +1982,47 @@ def test_bad_checkpoints_exit_2_with_one_line_and_overwrite_nothing(capsys, stop
     one_error_line(err, '--resume', str(folder))
     if before is not None:
         assert folder_state(folder) == before
+
+
+def terminal_screen(output):
+    """The lines a terminal shows for output: a carriage return goes back to the line's start,
+    and what follows overwrites it (the progress bar redraws itself so)."""
+    screen = []
+    for line in output.replace('\r\n', '\n').split('\n'):
+        shown = []
+        for part in line.split('\r'):  # each written from the line's start
+            shown[:len(part)] = part
+        screen.append(''.join(shown).rstrip())
+    return screen
+
+
+def test_the_course_lines_print_above_the_progress_bar(tmp_path, tiny_vgg_file, pics, child_env):
+    """In a terminal (a pseudo-terminal: stdout and stderr the same screen, the bar shown), each
+    of the course's lines stands on a line of its own, the bar cleared before it and drawn
+    again below."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack('HHHH', 30, 100, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(PROJECT_DIR, 'art_generation.py'), '--model',
+         tiny_vgg_file, '--no-download', '--content', pics.content, '--style', pics.style,
+         '--width', '64', '--iterations', '41', '--save-every', '0', '--seed', '0',
+         '--output-dir', str(tmp_path / 'out')],
+        stdin=child, stdout=child, stderr=child, env=child_env(), close_fds=True)
+    os.close(child)
+    output = b''
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child's end closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(main)
+    assert process.wait(timeout=120) == 0, output.decode(errors='replace')
+    screen = terminal_screen(output.decode())
+    blocks = [k for k, line in enumerate(screen) if 'Iteration' in line]
+    assert [screen[k] for k in blocks] == ['Iteration 0 :', 'Iteration 20 :', 'Iteration 40 :']
+    for k in blocks:
+        assert [line.split(' = ')[0] for line in screen[k + 1:k + 4]] == [
+            'total cost', 'content cost', 'style cost']

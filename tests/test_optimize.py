@@ -5,6 +5,8 @@ The weights come from nst/synthetic.py (MatConvNet layout, tiny channel widths),
 takes a fraction of a second. Expected values come from the course (its print format, alpha 10,
 beta 40, the file names, the save_image formula) or from NumPy, never from the code under test.
 """
+import contextlib
+import io
 import os
 import signal
 import threading
@@ -249,6 +251,61 @@ def test_sigint_stops_after_the_current_iteration(tiny_weights, tmp_path, optimi
     assert np.abs(block_means(final) - block_means(expected)).mean() < 4
 
 
+def test_the_stop_checkpoint_is_written_before_the_last_save(tiny_weights, tmp_path,
+                                                             monkeypatch):
+    """Ctrl-C while iteration 7 prints (save and checkpoint every 5), then again while
+    generated_image.jpg is saved (the second stops at once): the checkpoint of iteration 7 was
+    written before that save, so nothing since the checkpoint of iteration 5 is lost."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    snapshots = []
+
+    def interrupting_print(*args, **kwargs):
+        if args == ('Iteration 7 :',):
+            signal.raise_signal(signal.SIGINT)
+        print(*args, **kwargs)
+
+    def save_image(path, image):
+        if path.endswith('generated_image.jpg'):
+            signal.raise_signal(signal.SIGINT)
+        images.save_pixels(path, images.to_pixels(image))
+
+    monkeypatch.setattr(ag, 'print', interrupting_print, raising=False)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        with pytest.raises(KeyboardInterrupt):
+            ag.model_nn(sess, content.astype(np.float32), 30, nst=nst,
+                        output_dir=str(tmp_path), print_every=1, save_every=5, progress=False,
+                        save_image=save_image, checkpoint=snapshots.append)
+    # After iterations 0 and 5 (1 and 6 done), and after 7, where the run stopped.
+    assert [snapshot.iterations for snapshot in snapshots] == [1, 6, 8]
+    assert sorted(os.listdir(tmp_path)) == ['0.png', '5.png']
+
+
+def test_each_iteration_s_lines_reach_stdout_in_one_write(tiny_weights, tmp_path):
+    """What the loop's body prints is written when the iteration ends, in one piece (a pipe
+    read line by line, or one closed early, gets whole blocks)."""
+    content = normalised(smooth_picture(WIDTH, HEIGHT))
+    style = normalised(striped_picture(WIDTH, HEIGHT))
+    writes = []
+
+    class Recording(io.StringIO):
+        def write(self, text):
+            writes.append(text)
+            return super().write(text)
+
+    with tf.Graph().as_default(), tf.Session() as sess:
+        nst = build(sess, tiny_weights, content, [style])
+        with contextlib.redirect_stdout(Recording()):
+            ag.model_nn(sess, content.astype(np.float32), 3, nst=nst, output_dir=str(tmp_path),
+                        print_every=1, save_every=0, progress=False)
+    blocks = [text for text in writes if text]
+    assert len(blocks) == 3
+    for number, text in enumerate(blocks):
+        lines = text.splitlines()
+        assert lines[0] == 'Iteration %d :' % number and len(lines) == 4, text
+
+
 # ----------------------------------------------------------------------------------------------
 # L-BFGS-B's thread: scipy drives its own loop, so it runs beside model_nn's
 # ----------------------------------------------------------------------------------------------
@@ -260,7 +317,8 @@ def lbfgs_threads():
 
 def test_leaving_an_lbfgs_loop_early_ends_its_thread(tiny_weights):
     """A loop left by a break counts the iterations done (not an interruption); one left by an
-    error in its body raises it, leaves no result; either way scipy's thread has ended."""
+    error in its body raises it, leaves no result; either way scipy's thread has ended. Zero
+    iterations asked are zero taken."""
     content = normalised(smooth_picture(WIDTH, HEIGHT))
     style = normalised(striped_picture(WIDTH, HEIGHT))
     with tf.Graph().as_default(), tf.Session() as sess:
@@ -282,6 +340,9 @@ def test_leaving_an_lbfgs_loop_early_ends_its_thread(tiny_weights):
                         raise OSError('disk full')
         assert lbfgs_threads() == []
         assert run.result is None
+        # No iterations asked: none taken (scipy would take one).
+        assert optimize.optimise(sess, nst, start, 0, optimizer='lbfgs',
+                                 progress=False).iterations == 0
 
 
 def test_an_error_in_the_lbfgs_thread_reaches_the_caller(tiny_weights):
