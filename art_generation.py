@@ -222,10 +222,10 @@ def main(argv=None):
         with cli.progress_bar(options, inputs.stages, record) as progress:
             for stage in stop.covering(record.stages_to_run()):  # one stage: the course's run
                 generated_image = run_stage(options, inputs, stage, record, progress, stop)
+                if stage.count > 1 and record.stage_finished:
+                    save_image(cli.stage_path(options, stage), generated_image)
                 if record.stopped():
                     break
-                if stage.count > 1:
-                    save_image(cli.stage_path(options, stage), generated_image)
         outcome.code = cli.finish(options, record, stop)
     return outcome.code
 

@@ -522,6 +522,7 @@ class RunRecord:
     def __init__(self, inputs, options, resumed=None):
         self.inputs, self.options, self.resumed = inputs, options, resumed
         self.results = []  # [(stage, RunResult)] of this process
+        self.stage_finished = False  # the last stage ran all its iterations (or converged)
         self.result_options = checkpoint.result_options(options)
         if resumed is not None:
             check_resumed(options, inputs.stages, resumed)
@@ -573,6 +574,10 @@ class RunRecord:
         stage, which ends again at once)."""
         done_before = self.resumed.iteration if self.resumes(stage) else 0
         self.results.append((stage, result))
+        # Its image is the stage's result, though a Ctrl-C may have come after its last
+        # iteration (while the image was saved).
+        self.stage_finished = not result.diverged and (
+            not result.interrupted or done_before + result.iterations >= stage.iterations)
         if not (result.interrupted or result.diverged):
             from nst.optimize import LoopSnapshot
             self._save_checkpoint(stage, done_before + result.iterations, self.iterations,

@@ -2026,3 +2026,34 @@ def test_the_course_lines_print_above_the_progress_bar(tmp_path, tiny_vgg_file, 
     for k in blocks:
         assert [line.split(' = ')[0] for line in screen[k + 1:k + 4]] == [
             'total cost', 'content cost', 'style cost']
+
+
+def test_a_ctrl_c_after_a_stage_s_last_iteration_keeps_its_stage_image(tiny_vgg_file, pics,
+                                                                       tmp_path, monkeypatch,
+                                                                       capsys):
+    """Ctrl-C while the first stage's last image is saved (its iterations all done): the run
+    stops there, exit 130, and that stage's image is kept (stage_32.png) with its checkpoint
+    at the stage's end; the next stage never began."""
+    real_save_image = ag.save_image
+    interrupted = []
+
+    def save_image(path, image):
+        if path.endswith('generated_image.jpg') and not interrupted:
+            interrupted.append(path)
+            signal.raise_signal(signal.SIGINT)
+        real_save_image(path, image)
+
+    monkeypatch.setattr(ag, 'save_image', save_image)
+    code = ag.main(['--model', tiny_vgg_file, '--no-download', '--no-tune', '--no-progress',
+                    '--content', pics.content, '--style', pics.style,
+                    '--width', '64', '--start-width', '32', '--scale-factor', '2',
+                    '--stage-iterations', '2,3', '--save-every', '0',
+                    '--output-dir', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 130, err
+    assert err.strip() == ('Interrupted after 2 iterations; the latest image is in %s'
+                           % (tmp_path / 'generated_image.jpg'))
+    assert image_size(tmp_path / 'stage_32.png') == (32, 24)
+    assert not (tmp_path / 'stage_64.png').exists()
+    saved = checkpoint.load_checkpoint(str(tmp_path))
+    assert (saved.stage, saved.iteration) == (0, 2)
