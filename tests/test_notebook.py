@@ -3,7 +3,6 @@ generated VGG-19 at 64x48 for 21 iterations: it must run without an error, print
 values in its test cells, display its images and save the run's images."""
 import os
 import re
-import sys
 import time
 
 import pytest
