@@ -2028,9 +2028,7 @@ def test_the_course_lines_print_above_the_progress_bar(tmp_path, tiny_vgg_file, 
             'total cost', 'content cost', 'style cost']
 
 
-def test_a_ctrl_c_after_a_stage_s_last_iteration_keeps_its_stage_image(tiny_vgg_file, pics,
-                                                                       tmp_path, monkeypatch,
-                                                                       capsys):
+def test_a_ctrl_c_after_a_stage_s_last_iteration_keeps_its_stage_image(cli, monkeypatch):
     """Ctrl-C while the first stage's last image is saved (its iterations all done): the run
     stops there, exit 130, and that stage's image is kept (stage_32.png) with its checkpoint
     at the stage's end; the next stage never began."""
@@ -2044,16 +2042,12 @@ def test_a_ctrl_c_after_a_stage_s_last_iteration_keeps_its_stage_image(tiny_vgg_
         real_save_image(path, image)
 
     monkeypatch.setattr(ag, 'save_image', save_image)
-    code = ag.main(['--model', tiny_vgg_file, '--no-download', '--no-tune', '--no-progress',
-                    '--content', pics.content, '--style', pics.style,
-                    '--width', '64', '--start-width', '32', '--scale-factor', '2',
-                    '--stage-iterations', '2,3', '--save-every', '0',
-                    '--output-dir', str(tmp_path)])
-    err = capsys.readouterr().err
-    assert code == 130, err
-    assert err.strip() == ('Interrupted after 2 iterations; the latest image is in %s'
-                           % (tmp_path / 'generated_image.jpg'))
-    assert image_size(tmp_path / 'stage_32.png') == (32, 24)
-    assert not (tmp_path / 'stage_64.png').exists()
-    saved = checkpoint.load_checkpoint(str(tmp_path))
+    run = cli('--no-tune', '--start-width', '32', '--scale-factor', '2', '--stage-iterations',
+              '2,3', '--save-every', '0', width=64, check=False)
+    assert run.code == 130, run.err
+    assert run.err.strip() == ('Interrupted after 2 iterations; the latest image is in %s'
+                               % (run.dir / 'generated_image.jpg'))
+    assert image_size(run.dir / 'stage_32.png') == (32, 24)
+    assert not (run.dir / 'stage_64.png').exists()
+    saved = checkpoint.load_checkpoint(str(run.dir))
     assert (saved.stage, saved.iteration) == (0, 2)
