@@ -179,7 +179,7 @@ def model_nn(sess, input_image, num_iterations=200, nst=None, output_dir=None, p
     with optimize.Optimisation(sess, nst, input_image, num_iterations,
                                checkpoint_every=save_every, **options) as run:
         for i in run.iterations():
-            # The generated image after the step (with --average, the average of the steps')
+            # The generated image after the step (with average, the average of the iterates)
             generated_image = run.generated_image()
 
             # Print every print_every iterations.
