@@ -452,7 +452,7 @@ class Optimisation:
             exits.enter_context(self.stop)
             state = _LoopState(sess, nst, self.num_iterations, self.progress,
                                self.first_iteration, self.average)
-            state.tiled, state.optimizer = self.tiled, self.optimizer
+            state.tiled = self.tiled
             if self.resume.average is not None:
                 state.average, state.average_weight = self.resume.average
             state.last_image = self.input_image
@@ -523,11 +523,12 @@ class Optimisation:
         if kind is not None:
             return False
         state = self._state
-        if not state.diverged and state.adam_overflowed():
-            state.diverged = 'gradient'
         interrupted = self.stop.requested  # also by a Ctrl-C after the loop (the last save)
-        if interrupted and self.checkpoint is not None and not state.diverged:
-            self._save_checkpoint()
+        if not state.diverged:  # Adam's state checked once: as it is saved, or now
+            if interrupted and self.checkpoint is not None:
+                self._save_checkpoint()
+            elif self._checkpointed != state.completed and state.adam_overflowed():
+                state.diverged = 'gradient'
         self.result = RunResult(state.result(), state.history, interrupted, state.diverged,
                                 state.completed)
         if self.finished is not None:
@@ -658,7 +659,6 @@ class _LoopState:
         self.average = None          # sum of decay^k-weighted iterates ...
         self.average_weight = 0.0    # ... and of the weights: the bias-corrected average
         self.tiled = None            # TiledTargets, or None
-        self.optimizer = 'adam'
         self.adam = None             # () -> AdamState of the latest iterate (the Adam loops)
         self.last_costs = None       # the tiled loop's costs of its latest step
 
