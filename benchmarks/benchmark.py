@@ -371,8 +371,17 @@ def machine(bf16_support):
             'usable_cpus': len(os.sched_getaffinity(0)),
             'flags': [flag for flag in KEY_FLAGS if flag in flags],
             'avx512f': 'avx512f' in flags, 'onednn': runtime.onednn_enabled(),
+            'onednn_isa_limit': runtime.onednn_isa_limit(),
             'bf16': bf16_support,
             'tensorflow': tensorflow.__version__, 'python': platform.python_version()}
+
+
+def onednn_text(info):
+    """'on', 'OFF', or 'on, capped at AVX2 by ONEDNN_MAX_CPU_ISA' (an imitated older CPU)."""
+    if not info['onednn']:
+        return 'OFF'
+    limit = info.get('onednn_isa_limit')
+    return 'on, capped at %s by ONEDNN_MAX_CPU_ISA' % limit if limit else 'on'
 
 
 def relative(a, b):
@@ -399,7 +408,7 @@ def report(args, info, results, peaks, flops, bf16_rates=None):
           'TensorFlow %s with oneDNN %s, Python %s; load average %.1f at the start' % (
               info['cpu'], info['logical_cpus'], info['usable_cpus'],
               ' '.join(info['flags']) or 'none of ' + ' '.join(KEY_FLAGS), bf16_text[info['bf16']],
-              info['tensorflow'], 'on' if info['onednn'] else 'OFF', info['python'],
+              info['tensorflow'], onednn_text(info), info['python'],
               info['load_average_at_start']))
     print('Problem: VGG-19 full width (random weights), %dx%d, Adam 2.0; %d timed iterations '
           'after %d warm-up; weights file %s' % (

@@ -430,11 +430,29 @@ def resolve_precision(options):
         _note('--precision bfloat16: this CPU has no AVX512_BF16 or AMX-BF16; using float32')
         return 'float32'
     if support == 'avx512':
-        # Our AVX-512 Xeon does half as many bfloat16 as float32 operations per cycle
-        # (VDPBF16PS against FMA, benchmarks/bf16_peak.c). Run as asked, but say so.
-        _note("--precision bfloat16: this CPU has AVX512_BF16 but no AMX; TensorFlow's "
-              'bfloat16 convolutions may be slower than float32 here')
+        _note_slow_bfloat16(options)
     return precision
+
+
+def _note_slow_bfloat16(options):
+    """On a CPU with AVX512_BF16 but no AMX, say when bfloat16 may be the slower precision.
+
+    Such CPUs differ: our AVX-512 Xeon does half as many bfloat16 as float32 operations per
+    cycle (VDPBF16PS against FMA, benchmarks/bf16_peak.c), a Zen 4 EPYC twice as many. So the
+    matmuls are measured (once, as for --precision auto) and the run goes on as asked either
+    way; without a measurement (--no-tune) the note says it may be slower.
+    """
+    from nst import tuning
+    enabled = False if options.no_tune else None
+    if not tuning.tuning_enabled(enabled):
+        _note('--precision bfloat16: this CPU has AVX512_BF16 but no AMX; bfloat16 may be '
+              'slower than float32 here (not measured: --no-tune or NST_TUNE=0)')
+    elif tuning.choose_precision(enabled=enabled) != 'bfloat16':
+        speedup = tuning.bfloat16_speedup()
+        measured = ('ran at %.2fx the float32 speed' % speedup if speedup
+                    else 'could not be timed')
+        _note('--precision bfloat16: bfloat16 matmuls %s on this CPU (measured): bfloat16 '
+              'may be slower than float32 here (--precision auto takes float32)' % measured)
 
 
 def _check_url(url):

@@ -132,6 +132,18 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def onednn_isa_limit():
+    """The instruction set that ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA, which
+    it overrides) caps oneDNN's kernels at, such as 'AVX2'; None when oneDNN may use all this
+    CPU has. The cap changes which kernels run, hence which paths are fastest, while the CPU's
+    flags stay the same."""
+    for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+        value = os.environ.get(name, '').strip().upper()
+        if value:
+            return None if value == 'ALL' else value
+    return None
+
+
 def bfloat16_support(flags=None):
     """This CPU's native bfloat16 arithmetic: 'amx' (AMX-BF16), 'avx512' (AVX512_BF16 only)
     or None."""

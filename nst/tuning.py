@@ -163,11 +163,16 @@ def tf_version():
 
 def machine_key():
     """What the measurements depend on besides the shape and precision: the CPU, its usable
-    cores, TensorFlow's version and whether its oneDNN kernels run."""
+    cores, TensorFlow's version, whether its oneDNN kernels run and the instruction set they are
+    capped at (ONEDNN_MAX_CPU_ISA, named only when set: the keys of uncapped runs stay as they
+    were)."""
     flags = runtime.cpu_flags()
+    onednn = 'on' if runtime.onednn_enabled() else 'off'
+    if runtime.onednn_isa_limit():
+        onednn += ' up to %s' % runtime.onednn_isa_limit()
     return '%s [%s] %d cores, TF %s, oneDNN %s' % (
         runtime.cpu_model(), ' '.join(flag for flag in KEY_FLAGS if flag in flags) or '-',
-        len(usable_cpus()), tf_version(), 'on' if runtime.onednn_enabled() else 'off')
+        len(usable_cpus()), tf_version(), onednn)
 
 
 def conv_key(machine, precision, shape):
@@ -525,6 +530,19 @@ def _paths(shapes, conv_choices, pool_choice):
         conv={name: conv_choices.get(shape) or fast_ops.default_conv_path(shape[2])
               for name, shape in shapes.items()},
         pool_gradient=pool_choice)
+
+
+def bfloat16_speedup(cache_dir=None):
+    """How many times as fast as its float32 matmul this CPU's bfloat16 one ran when
+    choose_precision measured them (as cached), or None where it has not measured them."""
+    path = cache_path(cache_dir)
+    key = precision_key(machine_key())
+    entry = _measured.get((path, key)) or read_cache(path).get(key) or {}
+    seconds = entry.get('seconds')
+    try:
+        return float(seconds['float32']) / float(seconds['bfloat16'])
+    except (TypeError, KeyError, ValueError, ZeroDivisionError):
+        return None
 
 
 def choose_precision(enabled=None, cache_dir=None, log=None):

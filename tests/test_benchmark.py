@@ -1,5 +1,5 @@
 """benchmarks/benchmark.py: the start-up's stages are marked inside problem.build without
-changing the code it runs."""
+changing the code it runs; the machine line names a cap on oneDNN's instruction set."""
 import os
 import sys
 import types
@@ -81,3 +81,15 @@ def test_startup_runs_time_only_the_start_up_in_fresh_processes(monkeypatch):
             ('w.mat', 0, 1, False)
         assert (run['quality_iterations'], run['save_final'], run['evaluate']) == (0, None, [])
     assert spec['iterations'] == 10  # the caller's spec is left as it was
+
+
+def test_machine_line_says_when_onednn_is_capped(monkeypatch):
+    """An AVX2 CPU imitated on an AVX-512 one (ONEDNN_MAX_CPU_ISA=AVX2) is not reported as the
+    AVX-512 machine it runs on."""
+    for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+        monkeypatch.delenv(name, raising=False)
+    assert benchmark.onednn_text(dict(benchmark.machine(None), onednn=True)) == 'on'
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'avx2')
+    info = dict(benchmark.machine(None), onednn=True)
+    assert benchmark.onednn_text(info) == 'on, capped at AVX2 by ONEDNN_MAX_CPU_ISA'
+    assert benchmark.onednn_text(dict(info, onednn=False)) == 'OFF'

@@ -265,6 +265,24 @@ def test_cache_key_changes_with_precision_shape_and_machine(monkeypatch):
     assert tuning.machine_key() != machine
 
 
+@pytest.mark.parametrize('variable', ['ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'])
+def test_cache_key_names_a_cap_on_onednn_instruction_set(monkeypatch, variable):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 CPU runs other kernels: its choices are measured
+    and cached apart; unset or ALL, the key is the uncapped one."""
+    for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+        monkeypatch.delenv(name, raising=False)
+    machine = tuning.machine_key()
+    monkeypatch.setenv(variable, 'avx2')
+    capped = tuning.machine_key()
+    assert capped != machine and capped.endswith('up to AVX2')
+    monkeypatch.setenv(variable, 'ALL')
+    assert tuning.machine_key() == machine
+    if variable == 'DNNL_MAX_CPU_ISA':  # the newer name wins
+        monkeypatch.setenv(variable, 'AVX2')
+        monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE')
+        assert tuning.machine_key().endswith('up to AVX512_CORE')
+
+
 def test_a_new_tensorflow_version_measures_again(count_measurements, monkeypatch):
     weights = random_weights(depth=1)
     tuning.choose_paths(weights, HEIGHT, WIDTH, pooling='max', enabled=True)
@@ -416,6 +434,21 @@ def test_precision_measured_once_where_bfloat16_runs(bf16_seconds, expected, own
     lines.clear()
     assert tuning.choose_precision(enabled=True, log=lines.append) == expected
     assert calls == [1] and lines == []
+
+
+def test_bfloat16_speedup_is_the_measured_ratio_from_the_cache(own_cache, monkeypatch):
+    monkeypatch.setattr(runtime, 'cpu_flags', lambda: {'avx512f', 'avx512_bf16'})
+    assert tuning.bfloat16_speedup() is None  # not measured yet
+    monkeypatch.setattr(tuning, 'measure_matmul', lambda: {'float32': 1.0, 'bfloat16': 0.4})
+    assert tuning.choose_precision(enabled=True) == 'bfloat16'
+    assert tuning.bfloat16_speedup() == pytest.approx(2.5)
+    monkeypatch.setattr(tuning, '_measured', {})  # a later run: from the file
+    assert tuning.bfloat16_speedup() == pytest.approx(2.5)
+    key = tuning.precision_key(tuning.machine_key())
+    for damaged in ({'seconds': {'float32': 1.0}}, {'seconds': {'float32': 'x', 'bfloat16': 1}},
+                    {'seconds': {'float32': 1.0, 'bfloat16': 0}}, {'seconds': [1, 2]}):
+        tuning.write_cache(tuning.cache_path(), {key: damaged})
+        assert tuning.bfloat16_speedup() is None
 
 
 def test_precision_is_float32_when_bfloat16_matmul_fails(monkeypatch):
