@@ -376,14 +376,6 @@ def machine(bf16_support):
             'tensorflow': tensorflow.__version__, 'python': platform.python_version()}
 
 
-def onednn_text(info):
-    """'on', 'OFF', or 'on, capped at AVX2 by ONEDNN_MAX_CPU_ISA' (an imitated older CPU)."""
-    if not info['onednn']:
-        return 'OFF'
-    limit = info.get('onednn_isa_limit')
-    return 'on, capped at %s by ONEDNN_MAX_CPU_ISA' % limit if limit else 'on'
-
-
 def relative(a, b):
     return abs(a - b) / abs(b)
 
@@ -408,7 +400,8 @@ def report(args, info, results, peaks, flops, bf16_rates=None):
           'TensorFlow %s with oneDNN %s, Python %s; load average %.1f at the start' % (
               info['cpu'], info['logical_cpus'], info['usable_cpus'],
               ' '.join(info['flags']) or 'none of ' + ' '.join(KEY_FLAGS), bf16_text[info['bf16']],
-              info['tensorflow'], onednn_text(info), info['python'],
+              info['tensorflow'], problem.onednn_text(info['onednn'], info['onednn_isa_limit']),
+              info['python'],
               info['load_average_at_start']))
     print('Problem: VGG-19 full width (random weights), %dx%d, Adam 2.0; %d timed iterations '
           'after %d warm-up; weights file %s' % (

@@ -90,6 +90,14 @@ def image_height(width=WIDTH):
     return stages.stage_height(read_image(config.CONTENT_IMAGE).shape, width)
 
 
+def onednn_text(enabled, isa_limit):
+    """TensorFlow's oneDNN as the machine lines name it: 'on', 'OFF', or 'on, capped at AVX2 by
+    ONEDNN_MAX_CPU_ISA' (an older CPU imitated on a newer one: not the machine it runs on)."""
+    if not enabled:
+        return 'OFF'
+    return 'on, capped at %s by ONEDNN_MAX_CPU_ISA' % isa_limit if isa_limit else 'on'
+
+
 def print_table(rows):
     """rows: tuples of cells, the first the header; printed in aligned columns."""
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]

@@ -46,7 +46,7 @@ if PROJECT_DIR not in sys.path:
 from nst import fast_ops, runtime, tuning, vgg  # noqa: E402  (TensorFlow is imported later)
 from nst.config import VGG19_BLOCK_DEPTHS, VGG19_CONV_LAYERS, VGG19_WIDTHS  # noqa: E402
 
-from benchmark_problem import run_size  # noqa: E402  (--size WxH; the project's modules)
+from benchmark_problem import onednn_text, run_size  # noqa: E402  (the project's modules)
 
 
 def real_width_weights(seed=0):
@@ -70,6 +70,7 @@ def machine():
             'flags': [flag for flag in tuning.KEY_FLAGS if flag in flags],
             'usable_cpus': len(os.sched_getaffinity(0)),
             'tensorflow': tf.version.VERSION, 'onednn': runtime.onednn_enabled(),
+            'onednn_isa_limit': runtime.onednn_isa_limit(),
             'load_average': os.getloadavg()[0]}
 
 
@@ -142,7 +143,8 @@ def print_report(info, height, width, precision, weights, paths, seconds, others
     print()
     print('Machine: %s [%s], %d usable CPUs, TensorFlow %s, oneDNN %s, load average %.2f'
           % (info['cpu'], ' '.join(info['flags']) or 'no AVX2', info['usable_cpus'],
-             info['tensorflow'], 'on' if info['onednn'] else 'off', info['load_average']))
+             info['tensorflow'], onednn_text(info['onednn'], info['onednn_isa_limit']),
+             info['load_average']))
     print('Problem: VGG-19 at full width, %dx%d, %s; measured at %dx%d'
           % ((width, height, precision) + tuple(tuning.measured_size(height, width))[::-1]))
     print()

@@ -83,13 +83,17 @@ def test_startup_runs_time_only_the_start_up_in_fresh_processes(monkeypatch):
     assert spec['iterations'] == 10  # the caller's spec is left as it was
 
 
-def test_machine_line_says_when_onednn_is_capped(monkeypatch):
+def test_machine_lines_say_when_onednn_is_capped(monkeypatch):
     """An AVX2 CPU imitated on an AVX-512 one (ONEDNN_MAX_CPU_ISA=AVX2) is not reported as the
-    AVX-512 machine it runs on."""
+    AVX-512 machine it runs on, by benchmark.py or tuning_report.py."""
+    import benchmark_problem
+    import tuning_report
     for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
         monkeypatch.delenv(name, raising=False)
-    assert benchmark.onednn_text(dict(benchmark.machine(None), onednn=True)) == 'on'
-    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'avx2')
-    info = dict(benchmark.machine(None), onednn=True)
-    assert benchmark.onednn_text(info) == 'on, capped at AVX2 by ONEDNN_MAX_CPU_ISA'
-    assert benchmark.onednn_text(dict(info, onednn=False)) == 'OFF'
+    for machine in (lambda: benchmark.machine(None), tuning_report.machine):
+        monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
+        assert benchmark_problem.onednn_text(True, machine()['onednn_isa_limit']) == 'on'
+        monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'avx2')
+        assert (benchmark_problem.onednn_text(True, machine()['onednn_isa_limit'])
+                == 'on, capped at AVX2 by ONEDNN_MAX_CPU_ISA')
+    assert benchmark_problem.onednn_text(False, 'AVX2') == 'OFF'
