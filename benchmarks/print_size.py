@@ -146,11 +146,12 @@ def worker(spec):
     record = cli.RunRecord(inputs, options)
     recorder = problem.IterationRecorder(iterations)
     with cli.progress_bar(options, inputs.stages, record) as progress:
-        result = art_generation.run_stage(options, inputs, inputs.stages[-1], record, progress,
-                                          recorder)
+        image = art_generation.run_stage(options, inputs, inputs.stages[-1], record, progress,
+                                         recorder)
+    _, result = record.results[-1]  # the stage's RunResult (run_stage returns the image)
     recorder.finish(result)
     times = [0.0] + [seconds for seconds, _ in recorder.records]
-    np.save(spec['image'], result.image)
+    np.save(spec['image'], image)
     print(json.dumps({'seconds': float(np.median(np.diff(times)[1:])),
                       'tiling': list(inputs.tilings[-1]),
                       'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
