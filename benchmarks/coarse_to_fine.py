@@ -87,8 +87,11 @@ def main():
     parser.add_argument('--cache', default=problem.DEFAULT_CACHE, metavar='DIR')
     args = parser.parse_args()
 
-    weights_path = problem.weights_file(args.cache, with_fc=False)
     height = round(args.width * 9 / 16)
+    if len(stages.plan((height, args.width), args.width, 2)) < 2:
+        parser.error('--width %d: a single stage at this size; coarse-to-fine needs a larger '
+                     'width' % args.width)
+    weights_path = problem.weights_file(args.cache, with_fc=False)
     photo = read_image(config.CONTENT_IMAGE)
     crop = photo[:round(photo.shape[1] * 9 / 16)] if photo.shape[0] * 16 > photo.shape[1] * 9 \
         else photo
