@@ -168,8 +168,9 @@ def machine_key():
     were)."""
     flags = runtime.cpu_flags()
     onednn = 'on' if runtime.onednn_enabled() else 'off'
-    if runtime.onednn_isa_limit():
-        onednn += ' up to %s' % runtime.onednn_isa_limit()
+    limit = runtime.onednn_isa_limit()
+    if limit:
+        onednn += ' up to %s' % limit
     return '%s [%s] %d cores, TF %s, oneDNN %s' % (
         runtime.cpu_model(), ' '.join(flag for flag in KEY_FLAGS if flag in flags) or '-',
         len(usable_cpus()), tf_version(), onednn)
