@@ -418,7 +418,7 @@ def resolve_precision(options):
         enabled = False if options.no_tune else None
         precision = tuning.choose_precision(enabled=enabled, log=_note)
         if runtime.bfloat16_support() is None:
-            why = 'this CPU has no AVX512_BF16 or AMX-BF16'
+            why = _no_bfloat16()
         elif not tuning.tuning_enabled(enabled):
             why = 'not measured: --no-tune or NST_TUNE=0'
         else:
@@ -427,11 +427,19 @@ def resolve_precision(options):
         return precision
     support = runtime.bfloat16_support() if precision == 'bfloat16' else None
     if precision == 'bfloat16' and support is None:
-        _note('--precision bfloat16: this CPU has no AVX512_BF16 or AMX-BF16; using float32')
+        _note('--precision bfloat16: %s; using float32' % _no_bfloat16())
         return 'float32'
     if support == 'avx512':
         _note_slow_bfloat16(options)
     return precision
+
+
+def _no_bfloat16():
+    """Why this run has no bfloat16 arithmetic (runtime.bfloat16_support() is None)."""
+    limit = runtime.onednn_isa_limit()
+    if limit and runtime.cpu_flags() & {'avx512_bf16', 'amx_bf16'}:
+        return 'ONEDNN_MAX_CPU_ISA=%s keeps oneDNN below AVX512_BF16' % limit
+    return 'this CPU has no AVX512_BF16 or AMX-BF16'
 
 
 def _note_slow_bfloat16(options):

@@ -145,9 +145,23 @@ def onednn_isa_limit():
 
 
 def bfloat16_support(flags=None):
-    """This CPU's native bfloat16 arithmetic: 'amx' (AMX-BF16), 'avx512' (AVX512_BF16 only)
-    or None."""
+    """This CPU's native bfloat16 arithmetic as oneDNN may use it: 'amx' (AMX-BF16), 'avx512'
+    (AVX512_BF16 only) or None.
+
+    A cap on oneDNN's instruction set below the one that brings the CPU's bfloat16 arithmetic
+    (ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512_BF16 CPU, say) leaves oneDNN with no bfloat16
+    kernels at all: TensorFlow's bfloat16 convolutions then fail and its bfloat16 matmul aborts
+    the process. So under such a cap this CPU counts as having none (or no AMX).
+    """
     flags = cpu_flags() if flags is None else flags
-    if 'amx_bf16' in flags:
-        return 'amx'
-    return 'avx512' if 'avx512_bf16' in flags else None
+    support = 'amx' if 'amx_bf16' in flags else 'avx512' if 'avx512_bf16' in flags else None
+    limit = onednn_isa_limit()
+    if support and limit:
+        # oneDNN's names: AVX512_CORE_BF16, AVX512_CORE_FP16 and the AVX10_* ones bring
+        # AVX512_BF16, the *_AMX* ones AMX too; SSE41, AVX, AVX2*, AVX512_CORE(_VNNI) neither.
+        if 'AMX' in limit:
+            return support
+        if any(word in limit for word in ('BF16', 'FP16', 'AVX10')):
+            return 'avx512'
+        return None
+    return support

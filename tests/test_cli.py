@@ -1068,6 +1068,28 @@ def test_bfloat16_on_avx512_bf16_says_so_only_where_measured_slower(
         assert 'may be slower than float32' in line
 
 
+def test_bfloat16_under_a_onednn_cap_below_it_runs_in_float32(tiny_vgg_file, pics, tmp_path,
+                                                              child_env):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512_BF16 CPU leaves oneDNN no bfloat16 kernels: its
+    bfloat16 matmul aborts the process (measured by --precision auto) and its bfloat16
+    convolutions fail. Both precisions then run in float32 and say why, exit 0."""
+    env = child_env(ONEDNN_MAX_CPU_ISA='AVX2', NST_TUNE='1',
+                    NST_CACHE_DIR=str(tmp_path / 'cache'))
+    children = {precision: subprocess.Popen(
+        [sys.executable, SCRIPT, *cli_argv(tiny_vgg_file, pics, tmp_path / precision,
+                                           ['--precision', precision], iterations=1)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+        for precision in ('auto', 'bfloat16')}
+    for precision, child in children.items():
+        _, err = child.communicate(timeout=180)
+        assert child.returncode == 0 and 'Traceback' not in err, err
+        if runtime.cpu_flags() & {'avx512_bf16', 'amx_bf16'}:
+            assert 'ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN below AVX512_BF16' in err
+        assert ('--precision auto: float32 (' if precision == 'auto'
+                else '--precision bfloat16: ') in err
+        assert precision == 'auto' or '; using float32' in err
+
+
 def test_progress_bar_next_to_the_course_lines(reference):
     err = reference.err
     assert '%d/%d' % (REFERENCE_ITERATIONS, REFERENCE_ITERATIONS) in err

@@ -93,3 +93,28 @@ def test_onednn_runs_the_direct_convolution_with_its_bias():
     if not runtime.onednn_enabled():
         pytest.skip('oneDNN is off')
     assert ops['_MklNativeConv2DWithBias'] == 1
+
+
+@pytest.mark.parametrize('flags, cap, expected', [
+    ({'avx2', 'avx512f', 'avx512_bf16'}, None, 'avx512'),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, 'AVX2', None),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, 'avx512_core', None),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, 'AVX512_CORE_VNNI', None),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, 'AVX512_CORE_BF16', 'avx512'),
+    ({'avx2', 'avx512f', 'avx512_bf16'}, 'ALL', 'avx512'),
+    ({'avx512_bf16', 'amx_bf16'}, None, 'amx'),
+    ({'avx512_bf16', 'amx_bf16'}, 'AVX512_CORE_BF16', 'avx512'),
+    ({'avx512_bf16', 'amx_bf16'}, 'AVX10_1_512', 'avx512'),
+    ({'avx512_bf16', 'amx_bf16'}, 'AVX512_CORE_AMX', 'amx'),
+    ({'avx512_bf16', 'amx_bf16'}, 'AVX2', None),
+    ({'avx2', 'avx512f'}, None, None),
+    ({'avx2', 'avx512f'}, 'AVX512_CORE_AMX', None)])
+def test_bfloat16_support_under_a_cap_on_onednn(monkeypatch, flags, cap, expected):
+    """A cap below AVX512_CORE_BF16 leaves oneDNN no bfloat16 kernels, one below the AMX
+    ones no AMX; a cap never adds what the CPU lacks."""
+    monkeypatch.delenv('DNNL_MAX_CPU_ISA', raising=False)
+    if cap is None:
+        monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
+    else:
+        monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', cap)
+    assert runtime.bfloat16_support(flags) == expected
