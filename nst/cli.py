@@ -436,9 +436,9 @@ def resolve_precision(options):
 
 def _no_bfloat16():
     """Why this run has no bfloat16 arithmetic (runtime.bfloat16_support() is None)."""
-    limit = runtime.onednn_isa_limit()
-    if limit and runtime.cpu_flags() & {'avx512_bf16', 'amx_bf16'}:
-        return 'ONEDNN_MAX_CPU_ISA=%s keeps oneDNN below AVX512_BF16' % limit
+    cap = runtime.onednn_isa_cap()
+    if cap and runtime.cpu_flags() & {'avx512_bf16', 'amx_bf16'}:
+        return '%s=%s keeps oneDNN below AVX512_BF16' % cap
     return 'this CPU has no AVX512_BF16 or AMX-BF16'
 
 
@@ -472,6 +472,11 @@ def _check_url(url):
         detail = ''
     except ValueError as error:
         parts, detail = None, ' (%s)' % one_line(error)
+    if parts is not None and parts.hostname:
+        try:
+            parts.hostname.encode('idna')  # a label empty or over 63 characters cannot be asked
+        except UnicodeError as error:
+            parts, detail = None, ' (%s)' % one_line(error)
     if (parts is None or parts.scheme not in ('http', 'https') or not parts.hostname
             or any(c.isspace() or not c.isprintable() for c in url)):
         raise UsageError('NST_VGG_URL: %r is not an http:// or https:// address with a host%s'
@@ -496,9 +501,26 @@ class Inputs(NamedTuple):
     tilings: list          # [nst.tiles.Tiling] of each stage: one tile where it fits whole
 
 
+def check_environment():
+    """The environment variables that would otherwise stop a run later, and worse: NST_TUNE
+    (any other value was taken as on), and TensorFlow's thread counts (a negative one aborts
+    the process when the first session is made). Raises UsageError."""
+    from nst import tuning
+    value = os.environ.get('NST_TUNE')
+    if value is not None and value.strip().lower() not in tuning.TUNE_VALUES:
+        raise UsageError('NST_TUNE: %r is not one of %s (or empty)'
+                         % (value, ', '.join(filter(None, tuning.TUNE_VALUES))))
+    for name in ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS'):
+        value = os.environ.get(name, '').strip()
+        if value.lstrip('-').isdigit() and int(value) < 0:
+            raise UsageError('%s: %s is not a number of threads (0 for TensorFlow\'s choice)'
+                             % (name, value))
+
+
 def prepare_inputs(options):
     """Check the options, read the images, find (or download) the weights, check the memory:
     all that can fail with a one-line error, before any graph is built."""
+    check_environment()
     check_options(options)
     content, styles, initial = read_inputs(options)
     try:

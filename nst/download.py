@@ -114,8 +114,10 @@ def download_vgg_model(dest=None, url=VGG_URL, sha256=VGG_SHA256, retries=3, tim
         raise DownloadError('%s cannot be reached (%s; offline?)' % (url, last_error),
                             offline=True)
     if last_error is not None:
-        raise DownloadError('download of %s failed after %d attempts: %s (partial data kept in %s;'
-                            ' run again to resume)' % (url, 1 + retries, last_error, part_path))
+        kept = (' (partial data kept in %s; run again to resume)' % part_path
+                if os.path.exists(part_path) else '; nothing was saved')
+        raise DownloadError('download of %s failed after %d attempts: %s%s'
+                            % (url, 1 + retries, last_error, kept))
     actual = sha256_of_file(part_path)
     if sha256 and actual != sha256:
         _remove(part_path)

@@ -132,16 +132,30 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def onednn_isa_limit():
-    """The instruction set that ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA, which
-    it overrides) caps oneDNN's kernels at, such as 'AVX2'; None when oneDNN may use all this
-    CPU has. The cap changes which kernels run, hence which paths are fastest, while the CPU's
-    flags stay the same."""
+# The values oneDNN takes for ONEDNN_MAX_CPU_ISA (its documentation's list, with the older
+# names of the AVX10 ones); it ignores any other value, as the cap does here.
+ONEDNN_ISAS = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2', 'AVX512_CORE',
+               'AVX512_CORE_VNNI', 'AVX512_CORE_BF16', 'AVX10_1_512', 'AVX512_CORE_FP16',
+               'AVX10_1_512_AMX', 'AVX512_CORE_AMX', 'AVX10_1_512_AMX_FP16',
+               'AVX512_CORE_AMX_FP16', 'AVX10_2_512', 'AVX10_2_512_AMX_2')
+
+
+def onednn_isa_cap():
+    """(variable, instruction set) of a cap on oneDNN's kernels, such as ('ONEDNN_MAX_CPU_ISA',
+    'AVX2'): ONEDNN_MAX_CPU_ISA, else its older name DNNL_MAX_CPU_ISA; None when oneDNN may use
+    all this CPU has (neither set, ALL, or a value oneDNN does not know). The cap changes which
+    kernels run, hence which paths are fastest, while the CPU's flags stay the same."""
     for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
-        value = os.environ.get(name, '').strip().upper()
+        value = os.environ.get(name)
         if value:
-            return None if value == 'ALL' else value
+            return (name, value.upper()) if value.upper() in ONEDNN_ISAS else None
     return None
+
+
+def onednn_isa_limit():
+    """The instruction set of onednn_isa_cap(), such as 'AVX2', or None."""
+    cap = onednn_isa_cap()
+    return cap[1] if cap else None
 
 
 def bfloat16_support(flags=None):
@@ -149,14 +163,15 @@ def bfloat16_support(flags=None):
     (AVX512_BF16 only) or None.
 
     A cap on oneDNN's instruction set below the one that brings the CPU's bfloat16 arithmetic
-    (ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512_BF16 CPU, say) leaves oneDNN with no bfloat16
-    kernels at all: TensorFlow's bfloat16 convolutions then fail and its bfloat16 matmul aborts
-    the process. So under such a cap this CPU counts as having none (or no AMX).
+    keeps oneDNN from it: below AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512_BF16 CPU, say) it
+    has no bfloat16 kernels at all (TensorFlow's bfloat16 convolutions fail and its bfloat16
+    matmul aborts the process), at AVX512_CORE(_VNNI) only emulated ones, about 5x slower. So
+    under such a cap, with oneDNN on, this CPU counts as having none (or no AMX).
     """
     flags = cpu_flags() if flags is None else flags
     support = 'amx' if 'amx_bf16' in flags else 'avx512' if 'avx512_bf16' in flags else None
     limit = onednn_isa_limit()
-    if support and limit:
+    if support and limit and onednn_enabled():
         # oneDNN's names: AVX512_CORE_BF16, AVX512_CORE_FP16 and the AVX10_* ones bring
         # AVX512_BF16, the *_AMX* ones AMX too; SSE41, AVX, AVX2*, AVX512_CORE(_VNNI) neither.
         if 'AMX' in limit:

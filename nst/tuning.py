@@ -76,6 +76,8 @@ def cache_path(cache_dir=None):
     if not cache_dir:
         base = os.environ.get('XDG_CACHE_HOME')
         if not base:
+            if os.environ.get('HOME') == '':  # Python would take / for the home folder
+                return None
             home = os.path.expanduser('~')
             if home == '~':  # no HOME and no user entry: not a folder named '~' here
                 return None
@@ -84,11 +86,15 @@ def cache_path(cache_dir=None):
     return os.path.join(cache_dir, CACHE_FILE)
 
 
+# NST_TUNE's values (the command line refuses any other): the first four turn tuning off.
+TUNE_VALUES = ('0', 'false', 'no', 'off', '1', 'true', 'yes', 'on', '')
+
+
 def tuning_enabled(enabled=None):
     """enabled as given, else NST_TUNE (0, false, no or off turn it off; on by default)."""
     if enabled is not None:
         return bool(enabled)
-    return os.environ.get('NST_TUNE', '1').strip().lower() not in ('0', 'false', 'no', 'off')
+    return os.environ.get('NST_TUNE', '1').strip().lower() not in TUNE_VALUES[:4]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,12 +197,12 @@ def precision_key(machine):
 
 def read_cache(path):
     """{key: entry} from the cache file; {} when it is missing, unreadable or damaged."""
-    if path is None:
+    if path is None or not os.path.isfile(path):  # a folder, a named pipe (would block) ...
         return {}
     try:
         with open(path, encoding='utf-8') as f:
             data = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # deep nesting
         return {}
     if (not isinstance(data, dict) or data.get('format') != CACHE_FORMAT
             or not isinstance(data.get('entries'), dict)):
@@ -541,9 +547,10 @@ def bfloat16_speedup(cache_dir=None):
     entry = _measured.get((path, key)) or read_cache(path).get(key) or {}
     seconds = entry.get('seconds')
     try:
-        return float(seconds['float32']) / float(seconds['bfloat16'])
-    except (TypeError, KeyError, ValueError, ZeroDivisionError):
+        speedup = float(seconds['float32']) / float(seconds['bfloat16'])
+    except (TypeError, KeyError, ValueError, ZeroDivisionError, OverflowError):
         return None
+    return speedup if math.isfinite(speedup) and speedup > 0 else None
 
 
 def choose_precision(enabled=None, cache_dir=None, log=None):

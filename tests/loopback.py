@@ -67,6 +67,7 @@ class Handler(BaseHTTPRequestHandler):
             '/drop-no-range': lambda: self.serve(PAYLOAD, ranges=False,
                                                  cut=CUT if count == 0 else None),
             '/always-drop': lambda: self.serve(PAYLOAD, ranges=False, cut=CUT),
+            '/error-always': lambda: self.fail(500, 'Internal Server Error'),
             '/error-once': lambda: (self.fail(500, 'Internal Server Error') if count == 0
                                     else self.serve(PAYLOAD)),
             '/chunked-drop-once': lambda: (self.serve_chunked_cut(PAYLOAD, CUT) if count == 0

@@ -1068,6 +1068,38 @@ def test_bfloat16_on_avx512_bf16_says_so_only_where_measured_slower(
         assert 'may be slower than float32' in line
 
 
+@pytest.mark.parametrize('variable, value, says', [
+    ('NST_TUNE', 'garbage', "NST_TUNE: 'garbage' is not one of 0, false"),
+    ('NST_TUNE', '2', "NST_TUNE: '2' is not one of"),
+    ('TF_NUM_INTRAOP_THREADS', '-1', 'TF_NUM_INTRAOP_THREADS: -1 is not a number of threads'),
+    ('TF_NUM_INTEROP_THREADS', ' -3', 'TF_NUM_INTEROP_THREADS: -3 is not a number of threads')])
+def test_a_bad_environment_variable_is_a_usage_error_naming_it(capsys, tmp_path, pics,
+                                                               monkeypatch, variable, value,
+                                                               says):
+    """NST_TUNE was taken as on whatever it said; a negative TensorFlow thread count aborts the
+    process (a C++ check) when the first session is made. One line, exit 2, nothing written."""
+    monkeypatch.setenv(variable, value)
+    line = usage_error(capsys, ['--model', str(tmp_path / 'none.mat'), '--no-download',
+                                '--content', pics.content, '--style', pics.style,
+                                '--no-progress', '--output-dir', str(tmp_path / 'out')])
+    assert line.startswith('error: ' + says)
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('variable', ['ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'])
+def test_the_note_of_a_cap_names_the_variable_that_set_it(monkeypatch, capsys, variable):
+    for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, 'avx2')
+    monkeypatch.setattr(runtime, 'cpu_flags', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
+    monkeypatch.setattr(runtime, 'onednn_enabled', lambda: True)
+    options = SimpleNamespace(precision='bfloat16', no_tune=True)
+    assert nst_cli.resolve_precision(options) == 'float32'
+    line, = capsys.readouterr().err.splitlines()
+    assert line == ('--precision bfloat16: %s=AVX2 keeps oneDNN below AVX512_BF16; using '
+                    'float32' % variable)
+
+
 def test_bfloat16_under_a_onednn_cap_below_it_runs_in_float32(tiny_vgg_file, pics, tmp_path,
                                                               child_env):
     """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512_BF16 CPU leaves oneDNN no bfloat16 kernels: its
@@ -1220,7 +1252,8 @@ def test_a_gradient_that_overflows_adam_stops_the_run_with_one_line(
 
 @pytest.mark.parametrize('url', ['not a url', 'http://[::1', 'http://host:abc/x',
                                  'https://localhost:1/a b', 'http://a\nb/', 'ftp://host/x',
-                                 'http:///no-host'])
+                                 'http:///no-host', 'http://a..b/x.mat',
+                                 'http://%s.example/x.mat' % ('a' * 70)])
 def test_a_malformed_mirror_is_a_usage_error_naming_nst_vgg_url(capsys, tmp_path, pics,
                                                                  monkeypatch, sleeps, url):
     """NST_VGG_URL that is no http(s) address with a host: one line naming the variable, exit

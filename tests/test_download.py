@@ -116,6 +116,18 @@ def test_existing_dest_is_not_replaced_by_wrong_bytes(server, dest):
     assert not os.path.exists(dest + '.part')
 
 
+def test_a_failure_before_any_byte_does_not_speak_of_partial_data(server, dest, sleeps):
+    """A server that fails every attempt before a byte arrives: the message says nothing was
+    saved, not that partial data was kept."""
+    with pytest.raises(DownloadError) as info:
+        download(server, dest, '/error-always')
+    message = str(info.value)
+    assert 'after %d attempts: HTTP 500' % (1 + RETRIES) in message
+    assert_one_line(info.value)
+    assert 'nothing was saved' in message and 'partial data' not in message
+    assert not os.path.exists(dest) and not os.path.exists(dest + '.part')
+
+
 def test_404_fails_at_once(server, dest, sleeps):
     url = server.url('/missing')
     with pytest.raises(DownloadError) as info:

@@ -117,4 +117,28 @@ def test_bfloat16_support_under_a_cap_on_onednn(monkeypatch, flags, cap, expecte
         monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
     else:
         monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', cap)
+    monkeypatch.setattr(runtime, 'onednn_enabled', lambda: True)
     assert runtime.bfloat16_support(flags) == expected
+    # With oneDNN off, TensorFlow's own kernels do bfloat16, whatever oneDNN's cap.
+    monkeypatch.setattr(runtime, 'onednn_enabled', lambda: False)
+    assert runtime.bfloat16_support(flags) == ('amx' if 'amx_bf16' in flags else
+                                               'avx512' if 'avx512_bf16' in flags else None)
+
+
+@pytest.mark.parametrize('onednn, dnnl, expected', [
+    ('avx2', None, ('ONEDNN_MAX_CPU_ISA', 'AVX2')),
+    ('AVX512_CORE_BF16', 'AVX2', ('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE_BF16')),
+    (None, 'Avx2', ('DNNL_MAX_CPU_ISA', 'AVX2')),
+    ('ALL', 'AVX2', None),
+    ('garbage', None, None),
+    (' AVX2', None, None),   # oneDNN ignores it too: it runs at the full instruction set
+    ('', 'AVX', ('DNNL_MAX_CPU_ISA', 'AVX')),
+    (None, None, None)])
+def test_onednn_isa_cap_as_onednn_reads_it(monkeypatch, onednn, dnnl, expected):
+    for name, value in (('ONEDNN_MAX_CPU_ISA', onednn), ('DNNL_MAX_CPU_ISA', dnnl)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert runtime.onednn_isa_cap() == expected
+    assert runtime.onednn_isa_limit() == (expected[1] if expected else None)

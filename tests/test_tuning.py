@@ -7,6 +7,7 @@ that fails where a test checks that nothing is measured.
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -317,6 +318,7 @@ DAMAGED = {
     'entries not a dict': b'{"format": 1, "entries": [1]}',
     'another format': b'{"format": 999, "entries": {}}',
     'not utf-8': '{"format": 1, "entries": {"\u00e9": 1}}'.encode('latin-1'),
+    'nested too deep': b'[' * 200000,   # RecursionError in the JSON decoder
 }
 
 
@@ -331,6 +333,24 @@ def test_a_damaged_cache_is_measured_again_and_rewritten(content, own_cache, cou
     entries = tuning.read_cache(str(path))
     assert len(entries) == 3
     assert all(entry['choice'] != ['transposed', 'matmul'] for entry in entries.values())
+
+
+def test_a_named_pipe_in_place_of_the_cache_file_is_not_read(own_cache):
+    """Opening a FIFO for reading waits for a writer: the run would hang before its first
+    step."""
+    own_cache.mkdir()
+    fifo = own_cache / tuning.CACHE_FILE
+    os.mkfifo(fifo)
+    results = []
+    reader = threading.Thread(target=lambda: results.append(tuning.read_cache(str(fifo))),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # blocked in open(): give it a writer, so that the test ends
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+        pytest.fail('read_cache waited for a writer on a named pipe')
+    assert results == [{}]
 
 
 def test_a_folder_in_place_of_the_cache_file(own_cache):
@@ -376,6 +396,11 @@ def test_no_home_folder_means_no_cache_file(monkeypatch):
     monkeypatch.delenv('NST_CACHE_DIR')
     monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
     monkeypatch.setattr(os.path, 'expanduser', lambda path: path)
+    assert tuning.cache_path() is None
+    monkeypatch.undo()
+    monkeypatch.delenv('NST_CACHE_DIR', raising=False)
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
+    monkeypatch.setenv('HOME', '')  # Python's expanduser would give '/': /.cache
     assert tuning.cache_path() is None
     assert tuning.read_cache(None) == {}
     assert tuning.write_cache(None, {'key': {'choice': 'tf'}}) is not None
@@ -446,7 +471,11 @@ def test_bfloat16_speedup_is_the_measured_ratio_from_the_cache(own_cache, monkey
     assert tuning.bfloat16_speedup() == pytest.approx(2.5)
     key = tuning.precision_key(tuning.machine_key())
     for damaged in ({'seconds': {'float32': 1.0}}, {'seconds': {'float32': 'x', 'bfloat16': 1}},
-                    {'seconds': {'float32': 1.0, 'bfloat16': 0}}, {'seconds': [1, 2]}):
+                    {'seconds': {'float32': 1.0, 'bfloat16': 0}}, {'seconds': [1, 2]},
+                    {'seconds': {'float32': 10 ** 400, 'bfloat16': 1}},
+                    {'seconds': {'float32': float('nan'), 'bfloat16': 1}},
+                    {'seconds': {'float32': float('inf'), 'bfloat16': 1}},
+                    {'seconds': {'float32': -1, 'bfloat16': 1}}):
         tuning.write_cache(tuning.cache_path(), {key: damaged})
         assert tuning.bfloat16_speedup() is None
 
