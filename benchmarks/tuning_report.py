@@ -149,10 +149,10 @@ def print_report(info, height, width, precision, weights, paths, seconds, others
           % ((width, height, precision) + tuple(tuning.measured_size(height, width))[::-1]))
     print()
     columns = (('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul'),
-               ('winograd', 'winograd'))
-    header = '%-17s %-18s %10s %13s %14s %9s   %-14s %-14s %6s' % (
+               ('winograd', 'winograd'), ('winograd_stored', 'winograd'))
+    header = '%-17s %-18s %10s %13s %14s %9s %9s   %-24s %-14s %6s' % (
         'layers', 'shape HxW Cin->Cout', 'direct/tf', 'transposed/tf', 'direct/matmul',
-        'winograd', 'choice', 'default', 'took')
+        'winograd', 'wino/st.', 'choice', 'default', 'took')
     print(header)
     print('-' * len(header))
     for record in records:
@@ -169,7 +169,7 @@ def print_report(info, height, width, precision, weights, paths, seconds, others
             cells = [ms(times[c]) if c in times else '-' for c in columns]
             choice = '/'.join(paths.conv[names[0]])
             default = '/'.join(fast_ops.default_conv_path(shape[2]))
-            print('%-17s %-18s %10s %13s %14s %9s   %-14s %-14s %5.2fs' % (
+            print('%-17s %-18s %10s %13s %14s %9s %9s   %-24s %-14s %5.2fs' % (
                 layers, '%dx%d %d->%d' % shape, *cells, choice, default, record['seconds']))
     print('(milliseconds, best of the timed runs: the forward pass and the input gradient, the '
           'gradient timed where candidates with the same forward pass differ in it, else '

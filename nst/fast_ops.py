@@ -40,7 +40,8 @@ class Paths:
     """Which path each op of one VGG graph takes.
 
     conv: {conv layer name: (forward, input_gradient)}, forward 'direct', 'transposed' or
-    'winograd', input_gradient 'tf', 'matmul' or (with a Winograd forward only) 'winograd';
+    'winograd' (Winograd, its kernels' transforms read transposed) or 'winograd_stored' (read as
+    stored), input_gradient 'tf', 'matmul' or (with a Winograd forward only) 'winograd';
     layers not in it take default_conv_path(C_in). pool_gradient: one of POOL_GRADIENT, for
     every average pool.
     """
@@ -156,7 +157,8 @@ def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
     stays one too. input_gradient='matmul' computes a direct convolution's input gradient as
     one matmul and shifted sums (_narrow_conv_input_gradient), for layers with few channels.
     forward='winograd' runs both directions as Winograd convolutions (nst.winograd; float32,
-    within about 1e-5 of the largest value), whatever input_gradient says.
+    within about 1e-5 of the largest value), whatever input_gradient says; 'winograd_stored'
+    too, its forward matmuls reading the kernels' transforms as stored (faster on some CPUs).
     Both default to default_conv_path(C_in).
     x: (1, H, W, C_in); kernel: (3, 3, C_in, C_out); rotated: rotate_kernel(kernel), stored
     beside it (else computed in the graph at every run). Returns (1, H, W, C_out).
@@ -175,8 +177,8 @@ def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
             return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
     if forward == 'direct':
         return tf.nn.conv2d(x, kernel, strides=strides, padding='SAME')
-    if forward == 'winograd':
-        return _winograd_conv2d(x, kernel)
+    if forward in ('winograd', 'winograd_stored'):
+        return _winograd_conv2d(x, kernel, transposed=forward == 'winograd')
     if rotated is None:
         rotated = rotate_kernel(kernel)
 
@@ -189,7 +191,7 @@ def conv2d_same(x, kernel, rotated=None, forward=None, input_gradient=None):
     return _with_input_gradient(outputs, x, gradient)
 
 
-def _winograd_conv2d(x, kernel):
+def _winograd_conv2d(x, kernel, transposed=True):
     """conv2d_same(x, kernel) both ways as Winograd convolutions (nst.winograd).
 
     The kernel's transforms are computed at each run from the kernel as stored (two small
@@ -211,8 +213,8 @@ def _winograd_conv2d(x, kernel):
     # layer's would be ready at the start of a step and held until used (+230 MB at 400x300
     # with Winograd from conv4_1 on).
     with tf.control_dependencies([x]):
-        transformed = winograd.kernel_transform(kernel)
-    return _with_input_gradient(winograd.conv2d_same(x, transformed), x, gradient)
+        transformed = winograd.kernel_transform(kernel, transposed=transposed)
+    return _with_input_gradient(winograd.conv2d_same(x, transformed, transposed), x, gradient)
 
 
 _GIVEN_GRADIENT = 'NSTGivenGradient'

@@ -38,10 +38,11 @@ from nst.config import VGG19_CONV_LAYERS
 from nst.files import atomic_write
 
 CACHE_FILE = 'tuning.json'
-CACHE_FORMAT = 7  # 2: Winograd among the candidates; 3, 4: its tiles gathered, its kernel
+CACHE_FORMAT = 8  # 2: Winograd among the candidates; 3, 4: its tiles gathered, its kernel
 # transforms one axis at a time (faster each); 5: sessions without grappler, 6: nor the
 # session's own optimiser; 7: Winograd's forward matmuls read the transform transposed
-# (faster): re-measure
+# (faster on AVX2); 8: both layouts are candidates (as stored is faster on AVX-512 Zen 4):
+# re-measure
 # The CPU flags that change which kernels TensorFlow and oneDNN run.
 KEY_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
 # --precision auto takes bfloat16 only when its matmul beats float32's by this much: the Gram
@@ -147,15 +148,17 @@ def conv_candidates(channels_in, precision='float32', winograd=True):
     never faster than the transposed one on either kind of CPU measured (a tie on the AVX-512
     Xeon below 256 channels; 1.1-3x slower on the AVX2 EPYC, and an im2col GEMM there whose
     speed collapses on large maps). Winograd convolutions (nst.winograd) are for float32 only,
-    and only where winograd is true: not at the input's full resolution (see choose_paths).
+    and only where winograd is true: not at the input's full resolution (see choose_paths);
+    each with its kernels' transforms read transposed and as stored (which is faster depends
+    on the CPU, nst.winograd.conv2d_same).
     """
     if channels_in <= fast_ops.NARROW_CONV_MAX_CHANNELS:
         return [('direct', 'tf'), ('transposed', 'tf'), ('direct', 'matmul')]
     candidates = [('transposed', 'tf')]
     if not runtime.onednn_enabled():
         candidates.insert(0, ('direct', 'tf'))
-    if precision == 'float32' and winograd:
-        candidates.append(('winograd', 'winograd'))
+    if precision == 'float32' and winograd:  # both layouts of the kernels' transforms
+        candidates += [('winograd', 'winograd'), ('winograd_stored', 'winograd')]
     return candidates
 
 

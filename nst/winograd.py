@@ -50,19 +50,20 @@ _AT = np.array([[1, 1, 1, 1, 1, 0],
 OUTPUT_TRANSFORM = np.kron(_AT, _AT).astype(np.float32)   # (16, 36): 6x6 -> 4x4 output tile
 
 
-def kernel_transform(kernel, rotate=False):
+def kernel_transform(kernel, rotate=False, transposed=True):
     """U = G g G^T of each (input, output) channel pair of a (3, 3, C_in, C_out) kernel tensor,
-    laid out as conv2d_same reads it: (36, C_out, C_in).
+    laid out as conv2d_same reads it: (36, C_out, C_in), or with transposed=False as the kernel
+    is stored, (36, C_in, C_out) (no transpose of the kernel; conv2d_same(transposed=False)).
 
     rotate=True transforms the kernel rotated by 180 degrees (its taps reversed) for the input
     gradient, the convolution of C_out back to C_in channels: laid out (36, C_in, C_out), its
-    own (36, C_out, C_in).
+    own (36, C_out, C_in) (transposed is not asked of it).
     """
     k_height, k_width, channels_in, channels_out = kernel.get_shape().as_list()
     if (k_height, k_width) != (3, 3):
         raise ValueError('Winograd F(4x4, 3x3) needs a 3x3 kernel, not %dx%d'
                          % (k_height, k_width))
-    if not rotate:
+    if not rotate and transposed:
         # (3, 3, C_in, C_out) -> (3, 3, C_out, C_in): 3 ms at 512x512 channels, as long as
         # the transform's larger matmul
         kernel = _op('Transpose', kernel, [0, 1, 3, 2])
@@ -79,26 +80,26 @@ def kernel_transform(kernel, rotate=False):
     return _op('Reshape', transformed, [PATCH * PATCH, channels_in, channels_out])
 
 
-def conv2d_same(x, transformed):
+def conv2d_same(x, transformed, transposed=True):
     """conv2d(x, g, stride 1, SAME) given U = kernel_transform(g).
 
     x: (1, H, W, C_in) float32. transformed: (36, C_out, C_in) (kernel_transform(g), or
     kernel_transform(g, rotate=True) of a kernel g of C_out -> C_in channels, for its input
-    gradient). Returns (1, H, W, C_out).
+    gradient), or with transposed=False (36, C_in, C_out) (kernel_transform(g,
+    transposed=False)). Returns (1, H, W, C_out).
 
-    The 36 matmuls read U transposed, (tiles, C_in) @ (C_in, C_out) from U's (C_out, C_in):
-    oneDNN's batched matmul runs 20-25 % faster so than from (C_in, C_out) at 512 output
-    channels and under 1,000 tiles, and as fast elsewhere. With the kernel's transpose that
-    takes, a forward pass at 512 output channels took 5-20 % less time (conv4 of a 400x300
-    picture or of a 556x504 tile, conv5 of a 1920x1080 picture), except on the smallest maps
-    (conv5 of the 400x300 picture and of the tile, 7-14 % more: the transpose costs more than
-    the matmul gains), and as long at the other layers, within 4 % (AVX2 EPYC, each shape both
-    ways in one process, alternated, 9-15 times; the input gradient read U so already). At
-    400x300 that evens out; a 504x556 tile's step gains 50-76 ms, 3-4 %
-    (benchmarks/winograd_layout.py times the matmuls both ways on any CPU).
+    transposed: the 36 matmuls read U transposed, (tiles, C_in) @ (C_in, C_out) from U's
+    (C_out, C_in). Which layout is faster depends on the CPU, so nst.tuning measures both for
+    the forward pass (fast_ops' 'winograd' and 'winograd_stored'): on 2 AVX2 cores (Zen 3
+    EPYC) oneDNN's batched matmul ran 20-25 % faster transposed at 512 output channels and
+    under 1,000 tiles, as fast elsewhere, and with the kernel's transpose that takes a conv4
+    forward pass took 5-20 % less (conv5 on the smallest maps 7-14 % more); on 2 AVX-512 cores
+    (Zen 4 EPYC) every layer of a 400x300 run was 1-3 ms faster as stored, 21 ms a step
+    (benchmarks/winograd_layout.py times the matmuls both ways on any CPU). The input
+    gradient's U is transposed as computed.
     """
     _, height, width, channels_in = x.get_shape().as_list()
-    channels_out = transformed.get_shape().as_list()[1]
+    channels_out = transformed.get_shape().as_list()[1 if transposed else 2]
     rows, cols = -(-height // TILE), -(-width // TILE)  # tiles down and across
     tiles = rows * cols
     # SAME pads one pixel before; the last tiles may reach past the far edge, padded too.
@@ -121,8 +122,10 @@ def conv2d_same(x, transformed):
     v = _op('Transpose', _op('Reshape', v, [PATCH, rows, PATCH, cols * channels_in]), [0, 2, 1, 3])
     v = _op('BatchMatMulV2', transform, _op('Reshape', v, [PATCH, PATCH, tiles * channels_in]))
     v = _op('Reshape', v, [PATCH * PATCH, tiles, channels_in])
-    # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_out, C_in)^T
-    m = _op('BatchMatMulV2', v, transformed, adj_y=True)  # (36, tiles, C_out)
+    # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_out, C_in)^T, or
+    # @ (36, C_in, C_out) as stored
+    m = (_op('BatchMatMulV2', v, transformed, adj_y=True) if transposed
+         else _op('BatchMatMulV2', v, transformed))  # (36, tiles, C_out)
     # A^T M A: (36, tiles * C_out) -> (16, tiles * C_out) -> (4, 4, rows, cols, C_out)
     y = _op('MatMul', _constant('output_transform', OUTPUT_TRANSFORM, x.dtype),
             _op('Reshape', m, [PATCH * PATCH, tiles * channels_out]))

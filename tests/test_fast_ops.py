@@ -389,17 +389,19 @@ def test_other_matmuls_keep_tensorflows_gradient(name):
                                    atol=1e-6 * scale, err_msg=k)
 
 
+@pytest.mark.parametrize('forward', ['winograd', 'winograd_stored'])
 @pytest.mark.parametrize('height, width', [(8, 12), (9, 7)])
-def test_winograd_path_matches_conv2d_both_ways(height, width):
+def test_winograd_path_matches_conv2d_both_ways(height, width, forward):
     """conv2d_same(..., 'winograd') and its hand-written gradient against tf.nn.conv2d and
-    TensorFlow's gradient of it, to 5e-5 of the largest value (nst.winograd's rounding)."""
+    TensorFlow's gradient of it, to 5e-5 of the largest value (nst.winograd's rounding); with
+    the kernels' transforms read transposed and as stored."""
     rng = np.random.default_rng(height + width)
     with tf.Graph().as_default(), tf.Session() as sess:
         x = tf.constant(rng.normal(0, 10, (1, height, width, 6)).astype(np.float32))
         kernel = tf.constant(rng.normal(size=(3, 3, 6, 5)).astype(np.float32))
         d_outputs = tf.constant(rng.normal(size=(1, height, width, 5)).astype(np.float32))
         outputs = [tf.nn.conv2d(x, kernel, [1, 1, 1, 1], 'SAME'),
-                   fast_ops.conv2d_same(x, kernel, None, 'winograd', 'winograd')]
+                   fast_ops.conv2d_same(x, kernel, None, forward, 'winograd')]
         gradients = [tf.gradients(y, x, grad_ys=d_outputs)[0] for y in outputs]
         (expected, got), (expected_gradient, got_gradient) = sess.run([outputs, gradients])
     for value, reference in ((got, expected), (got_gradient, expected_gradient)):

@@ -114,7 +114,8 @@ def test_candidates_by_width_kernels_and_precision(monkeypatch, onednn):
         wide = [('direct', 'tf')] if not onednn else []
         wide += [('transposed', 'tf')]
         assert tuning.conv_candidates(channels, 'bfloat16') == wide
-        assert tuning.conv_candidates(channels) == wide + [('winograd', 'winograd')]
+        assert tuning.conv_candidates(channels) == wide + [('winograd', 'winograd'),
+                                                           ('winograd_stored', 'winograd')]
         assert tuning.conv_candidates(channels, winograd=False) == wide
 
 
@@ -507,11 +508,13 @@ def test_a_wide_layer_times_only_its_forward_passes(monkeypatch, onednn):
                 for index, part in enumerate(sorted(targets))}
     monkeypatch.setattr(tuning, 'time_candidates', fake_times)
     wide = tuning.measure_conv((6, 8, 8, 4))
-    forwards = (['direct'] if not onednn else []) + ['transposed', 'winograd']
+    forwards = (['direct'] if not onednn else []) + ['transposed', 'winograd', 'winograd_stored']
     assert timed[-1] == [('forward', forward) for forward in forwards]
     forward = {name: 1.0 + index for index, name in enumerate(forwards)}  # as fake_times
     expected = {('transposed', 'tf'): 2 * forward['transposed'],
-                ('winograd', 'winograd'): 2 * forward['winograd']}
+                ('winograd', 'winograd'): 2 * forward['winograd'],
+                # its gradient (which reads the transforms transposed either way) as Winograd's
+                ('winograd_stored', 'winograd'): forward['winograd_stored'] + forward['winograd']}
     if not onednn:
         expected['direct', 'tf'] = forward['direct'] + forward['transposed']
     assert wide == expected

@@ -37,8 +37,10 @@ def test_kernel_transform_is_g_g_gt_per_channel_pair():
         plain, rotated = sess.run([winograd.kernel_transform(tf.constant(kernel)),
                                    winograd.kernel_transform(tf.constant(kernel), rotate=True)])
     # Each laid out (36, its convolution's C_out, C_in): the gradient's runs from 3 to 2.
+        stored = sess.run(winograd.kernel_transform(tf.constant(kernel), transposed=False))
     assert plain.shape == (36, 3, 2)
     assert rotated.shape == (36, 2, 3)
+    np.testing.assert_array_equal(stored, plain.transpose(0, 2, 1))  # (36, C_in, C_out)
     for i in range(2):
         for o in range(3):
             g = kernel[:, :, i, o].astype(np.float64)
@@ -50,16 +52,19 @@ def test_kernel_transform_is_g_g_gt_per_channel_pair():
                                        rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('transposed', [True, False])
 @pytest.mark.parametrize('height, width, channels_in, channels_out',
                          [(8, 12, 3, 5), (1, 1, 2, 2), (5, 7, 4, 3), (19, 25, 16, 8),
                           (10, 6, 7, 1)])
-def test_convolution_matches_the_direct_sum(height, width, channels_in, channels_out):
+def test_convolution_matches_the_direct_sum(height, width, channels_in, channels_out,
+                                            transposed):
+    """Either layout of the kernels' transforms (read transposed, or as stored)."""
     rng = np.random.default_rng(height * 100 + width)
     x = rng.normal(0, 10, (1, height, width, channels_in)).astype(np.float32)
     kernel = rng.normal(size=(3, 3, channels_in, channels_out)).astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
-        got = sess.run(winograd.conv2d_same(tf.constant(x),
-                                            winograd.kernel_transform(tf.constant(kernel))))
+        transformed = winograd.kernel_transform(tf.constant(kernel), transposed=transposed)
+        got = sess.run(winograd.conv2d_same(tf.constant(x), transformed, transposed))
     assert got.shape == (1, height, width, channels_out)
     assert_close(got, conv2d_same_float64(x, kernel))
 
