@@ -507,14 +507,17 @@ def check_environment():
     the process when the first session is made). Raises UsageError."""
     from nst import tuning
     value = os.environ.get('NST_TUNE')
-    if value is not None and value.strip().lower() not in tuning.TUNE_VALUES:
+    if value is not None and value.strip().lower() not in tuning.TUNE_OFF + tuning.TUNE_ON + ('',):
         raise UsageError('NST_TUNE: %r is not one of %s (or empty)'
-                         % (value, ', '.join(filter(None, tuning.TUNE_VALUES))))
+                         % (value, ', '.join(tuning.TUNE_OFF + tuning.TUNE_ON)))
     for name in ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS'):
-        value = os.environ.get(name, '').strip()
-        if value.lstrip('-').isdigit() and int(value) < 0:
-            raise UsageError('%s: %s is not a number of threads (0 for TensorFlow\'s choice)'
-                             % (name, value))
+        try:
+            count = int(os.environ.get(name, ''))
+        except ValueError:  # TensorFlow ignores what is not a number
+            continue
+        if count < 0:
+            raise UsageError('%s: %d is not a number of threads (0 for TensorFlow\'s choice)'
+                             % (name, count))
 
 
 def prepare_inputs(options):

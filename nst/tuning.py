@@ -87,15 +87,16 @@ def cache_path(cache_dir=None):
     return os.path.join(cache_dir, CACHE_FILE)
 
 
-# NST_TUNE's values (the command line refuses any other): the first four turn tuning off.
-TUNE_VALUES = ('0', 'false', 'no', 'off', '1', 'true', 'yes', 'on', '')
+# NST_TUNE's values, in any case (empty or unset is on; the command line refuses any other).
+TUNE_OFF = ('0', 'false', 'no', 'off')
+TUNE_ON = ('1', 'true', 'yes', 'on')
 
 
 def tuning_enabled(enabled=None):
     """enabled as given, else NST_TUNE (0, false, no or off turn it off; on by default)."""
     if enabled is not None:
         return bool(enabled)
-    return os.environ.get('NST_TUNE', '1').strip().lower() not in TUNE_VALUES[:4]
+    return os.environ.get('NST_TUNE', '1').strip().lower() not in TUNE_OFF
 
 
 # ----------------------------------------------------------------------------------------------
