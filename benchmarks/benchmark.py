@@ -589,8 +589,8 @@ def build_parser():
 def precisions_to_run(requested, bf16_support):
     precisions = ['float32', 'bfloat16'] if requested == 'both' else [requested]
     if 'bfloat16' in precisions and bf16_support is None:
-        print('bfloat16: this CPU has no AVX512_BF16 or AMX-BF16, so the project falls back to '
-              'float32; bfloat16 is not measured', file=sys.stderr)
+        print('bfloat16: %s, so the project falls back to float32; bfloat16 is not measured'
+              % runtime.no_bfloat16_reason(), file=sys.stderr)
         precisions = ['float32']
     return precisions
 

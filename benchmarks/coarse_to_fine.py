@@ -88,7 +88,11 @@ def main():
     args = parser.parse_args()
 
     height = round(args.width * 9 / 16)
-    if len(stages.plan((height, args.width), args.width, 2)) < 2:
+    try:
+        single = len(stages.plan((height, args.width), args.width, 2)) < 2
+    except ValueError as error:  # more stages than a run may have
+        parser.error('--width %d: %s' % (args.width, error))
+    if single:
         parser.error('--width %d: a single stage at this size; coarse-to-fine needs a larger '
                      'width' % args.width)
     weights_path = problem.weights_file(args.cache, with_fc=False)

@@ -148,7 +148,7 @@ def worker(spec):
     with cli.progress_bar(options, inputs.stages, record) as progress:
         image = art_generation.run_stage(options, inputs, inputs.stages[-1], record, progress,
                                          recorder)
-    _, result = record.results[-1]  # the stage's RunResult (run_stage returns the image)
+    result = record.last  # the stage's RunResult (run_stage returns the image)
     recorder.finish(result)
     times = [0.0] + [seconds for seconds, _ in recorder.records]
     np.save(spec['image'], image)

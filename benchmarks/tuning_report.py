@@ -253,9 +253,8 @@ def main(argv=None):
         raise SystemExit('TensorFlow is already imported: --onednn cannot take effect')
     os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1' if args.onednn == 'on' else '0'
     if args.precision == 'bfloat16' and runtime.bfloat16_support() is None:
-        raise SystemExit('--precision bfloat16: no bfloat16 arithmetic for this run (no '
-                         'AVX512_BF16 or AMX-BF16, or oneDNN capped below it), so nothing '
-                         'runs in bfloat16 to measure')
+        parser.error('--precision bfloat16: %s, so nothing runs in bfloat16 to measure'
+                     % runtime.no_bfloat16_reason())
     report(args)
 
 

@@ -3,11 +3,13 @@
     python benchmarks/winograd_layout.py [--size 400x300] [--rounds 9]
 
 A Winograd convolution (nst.winograd.conv2d_same) sums over the input channels with 36 batched
-matmuls, (36, tiles, C_in) @ (36, C_in, C_out). Its kernel transform is laid out (36, C_out,
-C_in) and the matmuls read it transposed: on the AVX2 EPYC oneDNN ran them 20-25 % faster so
-at 512 output channels and under 1,000 tiles, as fast elsewhere; the forward pass pays for it
-with a transpose of the 3x3 kernel at every run (nst.winograd.kernel_transform; the input
-gradient's transform comes out in that layout by itself). For each Winograd layer shape of a
+matmuls, (36, tiles, C_in) @ (36, C_in, C_out). Its forward pass can read the kernel transform
+transposed, laid out (36, C_out, C_in), paying for a transpose of the 3x3 kernel at every run
+(nst.winograd.kernel_transform; the input gradient's transform comes out in that layout by
+itself), or as stored: nst.tuning measures both per layer shape (fast_ops' 'winograd' and
+'winograd_stored'). On the AVX2 EPYC oneDNN ran the matmuls 20-25 % faster transposed at 512
+output channels and under 1,000 tiles, as fast elsewhere; on the AVX-512 Zen 4 EPYC they were
+faster as stored at every layer of a 400x300 run (21 ms a step). For each Winograd layer shape of a
 run (conv2_1 to conv5_1; the tuning never offers Winograd at the input's full resolution) this
 times, in one process, alternated over the rounds: the matmuls from the transform as stored
 (C_in, C_out), from it transposed, and the kernel's transpose; and prints what the transposed
@@ -17,8 +19,8 @@ On the AVX2 EPYC: at 400x300 it about evens out (-5.4 and +6.0 ms a step in two 
 conv4 layers save 0-4 ms each, conv5_1 loses 2, its matmuls small and its transpose not, the
 conv2 and conv3 layers lose 0-2); on a 504x556 tile (1920x1080 under --max-memory 2G) it saves
 76 ms a step, 24 ms in each of conv4_2-conv4_4; at 1920x1080, 79 ms (11 rounds; runs of fewer
-rounds scatter widely at that size). Run it on another kind of CPU (an AVX-512 Xeon, or with
-ONEDNN_MAX_CPU_ISA=AVX2) to see whether the layout holds there.
+rounds scatter widely at that size). Run it on another kind of CPU to see why the tuner picks
+the layout it picks there.
 """
 
 import argparse

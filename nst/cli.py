@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 from typing import NamedTuple
@@ -177,9 +178,10 @@ def build_parser(content_layer, style_layers):
     model.add_argument('--precision', choices=('float32', 'bfloat16', 'auto'),
                        default='float32',
                        help='bfloat16: convolutions in bfloat16, Gram matrices and costs in '
-                            'float32 (needs a CPU with AVX512_BF16 or AMX; else float32); '
+                            'float32 (needs a CPU with AVX512_BF16 or AMX, and oneDNN not '
+                            'capped below it; else float32); '
                             "auto: bfloat16 only where this CPU's measured bfloat16 matmul is "
-                            'faster than float32')
+                            'at least 1.2x as fast as float32')
     model.add_argument('--no-tune', action='store_true',
                        help='do not measure the fastest way to run each layer on this CPU '
                             '(done once, a few seconds, cached in ~/.cache/nst-style-transfer); '
@@ -415,10 +417,10 @@ def resolve_precision(options):
     precision = options.precision
     if precision == 'auto':
         from nst import tuning
-        enabled = False if options.no_tune else None
+        enabled = _tuning_switch(options)
         precision = tuning.choose_precision(enabled=enabled, log=_note)
         if runtime.bfloat16_support() is None:
-            why = _no_bfloat16()
+            why = runtime.no_bfloat16_reason()
         elif not tuning.tuning_enabled(enabled):
             why = 'not measured: --no-tune or NST_TUNE=0'
         else:
@@ -427,19 +429,11 @@ def resolve_precision(options):
         return precision
     support = runtime.bfloat16_support() if precision == 'bfloat16' else None
     if precision == 'bfloat16' and support is None:
-        _note('--precision bfloat16: %s; using float32' % _no_bfloat16())
+        _note('--precision bfloat16: %s; using float32' % runtime.no_bfloat16_reason())
         return 'float32'
     if support == 'avx512':
         _note_slow_bfloat16(options)
     return precision
-
-
-def _no_bfloat16():
-    """Why this run has no bfloat16 arithmetic (runtime.bfloat16_support() is None)."""
-    cap = runtime.onednn_isa_cap()
-    if cap and runtime.cpu_flags() & {'avx512_bf16', 'amx_bf16'}:
-        return '%s=%s keeps oneDNN below AVX512_BF16' % cap
-    return 'this CPU has no AVX512_BF16 or AMX-BF16'
 
 
 def _note_slow_bfloat16(options):
@@ -451,16 +445,23 @@ def _note_slow_bfloat16(options):
     way; without a measurement (--no-tune) the note says it may be slower.
     """
     from nst import tuning
-    enabled = False if options.no_tune else None
+    enabled = _tuning_switch(options)
     if not tuning.tuning_enabled(enabled):
-        _note('--precision bfloat16: this CPU has AVX512_BF16 but no AMX; bfloat16 may be '
-              'slower than float32 here (not measured: --no-tune or NST_TUNE=0)')
-    elif tuning.choose_precision(enabled=enabled) != 'bfloat16':
-        speedup = tuning.bfloat16_speedup()
+        _note('--precision bfloat16: bfloat16 runs on AVX512_BF16 here, without AMX; it may be '
+              'slower than float32 (not measured: --no-tune or NST_TUNE=0)')
+        return
+    tuning.choose_precision(enabled=enabled)  # measures once, as for --precision auto
+    speedup = tuning.bfloat16_speedup()
+    if speedup is None or speedup < 1.0:
         measured = ('ran at %.2fx the float32 speed' % speedup if speedup
                     else 'could not be timed')
         _note('--precision bfloat16: bfloat16 matmuls %s on this CPU (measured): bfloat16 '
               'may be slower than float32 here (--precision auto takes float32)' % measured)
+
+
+def _tuning_switch(options):
+    """The enabled argument of nst.tuning's functions: off with --no-tune, else NST_TUNE's."""
+    return False if options.no_tune else None
 
 
 def _check_url(url):
@@ -503,21 +504,18 @@ class Inputs(NamedTuple):
 
 def check_environment():
     """The environment variables that would otherwise stop a run later, and worse: NST_TUNE
-    (any other value was taken as on), and TensorFlow's thread counts (a negative one aborts
-    the process when the first session is made). Raises UsageError."""
+    (any other value was taken as on), and TF_NUM_INTRAOP_THREADS (TensorFlow aborts the process
+    at the first session on a negative count; it ignores what is not a 32-bit integer, and our
+    sessions set the inter-op count themselves). Raises UsageError."""
     from nst import tuning
     value = os.environ.get('NST_TUNE')
     if value is not None and value.strip().lower() not in tuning.TUNE_OFF + tuning.TUNE_ON + ('',):
         raise UsageError('NST_TUNE: %r is not one of %s (or empty)'
                          % (value, ', '.join(tuning.TUNE_OFF + tuning.TUNE_ON)))
-    for name in ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS'):
-        try:
-            count = int(os.environ.get(name, ''))
-        except ValueError:  # TensorFlow ignores what is not a number
-            continue
-        if count < 0:
-            raise UsageError('%s: %d is not a number of threads (0 for TensorFlow\'s choice)'
-                             % (name, count))
+    value = os.environ.get('TF_NUM_INTRAOP_THREADS', '')
+    if re.fullmatch(r'\s*-[0-9]+\s*', value, re.ASCII) and int(value) >= -2 ** 31:
+        raise UsageError('TF_NUM_INTRAOP_THREADS: %r is not a number of threads (0 for '
+                         'TensorFlow\'s choice)' % value)
 
 
 def prepare_inputs(options):

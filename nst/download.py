@@ -114,6 +114,8 @@ def download_vgg_model(dest=None, url=VGG_URL, sha256=VGG_SHA256, retries=3, tim
         raise DownloadError('%s cannot be reached (%s; offline?)' % (url, last_error),
                             offline=True)
     if last_error is not None:
+        if os.path.exists(part_path) and os.path.getsize(part_path) == 0:
+            _remove(part_path)  # dropped after the headers: nothing to resume from
         kept = (' (partial data kept in %s; run again to resume)' % part_path
                 if os.path.exists(part_path) else '; nothing was saved')
         raise DownloadError('download of %s failed after %d attempts: %s%s'

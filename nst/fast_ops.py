@@ -195,8 +195,9 @@ def _winograd_conv2d(x, kernel, transposed=True):
     """conv2d_same(x, kernel) both ways as Winograd convolutions (nst.winograd).
 
     The kernel's transforms are computed at each run from the kernel as stored (two small
-    matmuls, and for the forward pass a transpose first: 8 and 5 ms at 512x512 channels on 2
-    AVX2 cores; about 70 ms of a 400x300 step for all the layers both ways): kept as variables
+    matmuls, and for a forward pass that reads them transposed a transpose first: 8 and 5 ms at
+    512x512 channels on 2 AVX2 cores; about 70 ms of a 400x300 step for all the layers both
+    ways): kept as variables
     they would take four times the kernels' memory, 200-400 MB more than a 400x300 run's 1.2 GB
     allows.
     The input gradient is the convolution of the gradient with the rotated kernel, whose

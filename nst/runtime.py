@@ -158,6 +158,14 @@ def onednn_isa_limit():
     return cap[1] if cap else None
 
 
+def no_bfloat16_reason():
+    """Why bfloat16_support() is None here, for a one-line note."""
+    cap = onednn_isa_cap()
+    if cap and cpu_flags() & {'avx512_bf16', 'amx_bf16'}:
+        return '%s=%s keeps oneDNN below AVX512_BF16' % cap
+    return 'this CPU has no AVX512_BF16 or AMX-BF16'
+
+
 def bfloat16_support(flags=None):
     """This CPU's native bfloat16 arithmetic as oneDNN may use it: 'amx' (AMX-BF16), 'avx512'
     (AVX512_BF16 only) or None.
@@ -166,7 +174,8 @@ def bfloat16_support(flags=None):
     keeps oneDNN from it: below AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512_BF16 CPU, say) it
     has no bfloat16 kernels at all (TensorFlow's bfloat16 convolutions fail and its bfloat16
     matmul aborts the process), at AVX512_CORE(_VNNI) only emulated ones, about 5x slower. So
-    under such a cap, with oneDNN on, this CPU counts as having none (or no AMX).
+    under such a cap, with oneDNN on, this CPU counts as having none (or no AMX). (Only then
+    does it import TensorFlow, to ask whether oneDNN is on: callers are past that point.)
     """
     flags = cpu_flags() if flags is None else flags
     support = 'amx' if 'amx_bf16' in flags else 'avx512' if 'avx512_bf16' in flags else None

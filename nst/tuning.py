@@ -11,9 +11,9 @@ choose_paths times each candidate path of each distinct layer shape of the run (
 bias and ReLU, and the gradient with respect to the input where candidates with the same
 forward pass differ in it, as a training step runs them) in a small graph of its own, keeps
 the fastest, and caches the choice in a JSON file, keyed by the machine (CPU model and flags,
-usable cores, TensorFlow's version, oneDNN on or off), the precision and the shape: each is
-measured once, about 3.7 s at 400x300 on 2 AVX2 cores (benchmarks/tuning_report.py prints what
-it measures and chooses).
+usable cores, TensorFlow's version, oneDNN on or off and any cap on its instruction set), the
+precision and the shape: each is measured once, about 3.7 s at 400x300 on 2 AVX2 cores
+(benchmarks/tuning_report.py prints what it measures and chooses).
 
 NST_TUNE=0 (or enabled=False, the command line's --no-tune) turns it off: the defaults run.
 The cache is $NST_CACHE_DIR/tuning.json, else $XDG_CACHE_HOME/nst-style-transfer/tuning.json

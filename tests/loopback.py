@@ -68,6 +68,7 @@ class Handler(BaseHTTPRequestHandler):
                                                  cut=CUT if count == 0 else None),
             '/always-drop': lambda: self.serve(PAYLOAD, ranges=False, cut=CUT),
             '/error-always': lambda: self.fail(500, 'Internal Server Error'),
+            '/drop-before-body': lambda: self.serve(PAYLOAD, ranges=False, cut=0),
             '/error-once': lambda: (self.fail(500, 'Internal Server Error') if count == 0
                                     else self.serve(PAYLOAD)),
             '/chunked-drop-once': lambda: (self.serve_chunked_cut(PAYLOAD, CUT) if count == 0

@@ -116,13 +116,17 @@ def test_existing_dest_is_not_replaced_by_wrong_bytes(server, dest):
     assert not os.path.exists(dest + '.part')
 
 
-def test_a_failure_before_any_byte_does_not_speak_of_partial_data(server, dest, sleeps):
-    """A server that fails every attempt before a byte arrives: the message says nothing was
-    saved, not that partial data was kept."""
+@pytest.mark.parametrize('route, error', [('/error-always', 'HTTP 500'),
+                                          ('/drop-before-body', 'connection closed after 0')])
+def test_a_failure_before_any_byte_does_not_speak_of_partial_data(server, dest, sleeps, route,
+                                                                 error):
+    """A server that fails every attempt before a byte of the body arrives (an error status,
+    or headers and then nothing): the message says nothing was saved, not that partial data
+    was kept, and no empty .part is left."""
     with pytest.raises(DownloadError) as info:
-        download(server, dest, '/error-always')
+        download(server, dest, route)
     message = str(info.value)
-    assert 'after %d attempts: HTTP 500' % (1 + RETRIES) in message
+    assert 'after %d attempts: %s' % (1 + RETRIES, error) in message
     assert_one_line(info.value)
     assert 'nothing was saved' in message and 'partial data' not in message
     assert not os.path.exists(dest) and not os.path.exists(dest + '.part')

@@ -34,17 +34,21 @@ def test_kernel_transform_is_g_g_gt_per_channel_pair():
     rng = np.random.default_rng(0)
     kernel = rng.normal(size=(3, 3, 2, 3)).astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
-        plain, rotated = sess.run([winograd.kernel_transform(tf.constant(kernel)),
-                                   winograd.kernel_transform(tf.constant(kernel), rotate=True)])
-    # Each laid out (36, its convolution's C_out, C_in): the gradient's runs from 3 to 2.
-        stored = sess.run(winograd.kernel_transform(tf.constant(kernel), transposed=False))
+        plain, rotated, stored = sess.run([
+            winograd.kernel_transform(tf.constant(kernel)),
+            winograd.kernel_transform(tf.constant(kernel), rotate=True),
+            winograd.kernel_transform(tf.constant(kernel), transposed=False)])
+    # Each laid out (36, its convolution's C_out, C_in): the gradient's runs from 3 to 2; or,
+    # as stored, (36, C_in, C_out).
     assert plain.shape == (36, 3, 2)
     assert rotated.shape == (36, 2, 3)
-    np.testing.assert_array_equal(stored, plain.transpose(0, 2, 1))  # (36, C_in, C_out)
+    assert stored.shape == (36, 2, 3)
     for i in range(2):
         for o in range(3):
             g = kernel[:, :, i, o].astype(np.float64)
             np.testing.assert_allclose(plain[:, o, i], (winograd._G @ g @ winograd._G.T).ravel(),
+                                       rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(stored[:, i, o], (winograd._G @ g @ winograd._G.T).ravel(),
                                        rtol=1e-6, atol=1e-6)
             flipped = g[::-1, ::-1]
             np.testing.assert_allclose(rotated[:, i, o],
