@@ -197,9 +197,8 @@ def _winograd_conv2d(x, kernel, transposed=True):
     The kernel's transforms are computed at each run from the kernel as stored (two small
     matmuls, and for a forward pass that reads them transposed a transpose first: 8 and 5 ms at
     512x512 channels on 2 AVX2 cores; about 70 ms of a 400x300 step for all the layers both
-    ways): kept as variables
-    they would take four times the kernels' memory, 200-400 MB more than a 400x300 run's 1.2 GB
-    allows.
+    ways): kept as variables they would take four times the kernels' memory, 200-400 MB more
+    than a 400x300 run's 1.2 GB allows.
     The input gradient is the convolution of the gradient with the rotated kernel, whose
     transform is the kernel's with its taps reversed (winograd.kernel_transform(rotate=True)).
     """

@@ -124,8 +124,7 @@ def conv2d_same(x, transformed, transposed=True):
     v = _op('Reshape', v, [PATCH * PATCH, tiles, channels_in])
     # The 36 products, each summed over C_in: (36, tiles, C_in) @ (36, C_out, C_in)^T, or
     # @ (36, C_in, C_out) as stored
-    m = (_op('BatchMatMulV2', v, transformed, adj_y=True) if transposed
-         else _op('BatchMatMulV2', v, transformed))  # (36, tiles, C_out)
+    m = _op('BatchMatMulV2', v, transformed, adj_y=transposed)  # (36, tiles, C_out)
     # A^T M A: (36, tiles * C_out) -> (16, tiles * C_out) -> (4, 4, rows, cols, C_out)
     y = _op('MatMul', _constant('output_transform', OUTPUT_TRANSFORM, x.dtype),
             _op('Reshape', m, [PATCH * PATCH, tiles * channels_out]))
